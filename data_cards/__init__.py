@@ -1,0 +1,1 @@
+"""Dataset-card templates, rendered at shard/publish time (shipped as package data)."""

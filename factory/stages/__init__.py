@@ -1,0 +1,1 @@
+"""Pipeline stages. Each reads and writes Parquet under the run directory (see ../shared/DESIGN.md)."""

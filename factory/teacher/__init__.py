@@ -1,0 +1,1 @@
+"""The teacher: which model, how prompts are rendered, and the engines that write traces."""

@@ -1,0 +1,133 @@
+import pytest
+
+from verifiers import check_code
+from verifiers.code import Limits
+from verifiers.code.compare import outputs_match
+from verifiers.code.extract import extract_code
+
+
+FAST = Limits(wall_s=2, cpu_s=2)
+
+
+def fenced(code: str, lang: str = "python") -> str:
+    return f"Here is my solution.\n```{lang}\n{code}\n```\n"
+
+
+@pytest.mark.parametrize(
+    "completion, language, source",
+    [
+        ("```python\nprint(1)\n```", "python", "print(1)\n"),
+        ("```py\nx = 1\n```", "py", "x = 1\n"),
+        ("```\nprint(2)\n```", "", "print(2)\n"),
+        ("```python\nprint(1)\n```\nthen better:\n```python\nprint(3)\n```", "python", "print(3)\n"),
+        ("```Python3 title=sol.py\nprint(4)\n```", "python3", "print(4)\n"),
+        ("```cpp\nint main(){}\n```", "cpp", "int main(){}\n"),
+        # A block written while thinking is a draft, not the submission.
+        ("<think>```python\nprint('draft')\n```</think>```python\nprint('final')\n```", "python", "print('final')\n"),
+    ],
+)
+def test_extract_code(completion, language, source):
+    assert tuple(extract_code(completion)) == (language, source)
+
+
+@pytest.mark.parametrize(
+    "completion", ["no code here", "<think>```python\nprint(1)\n```</think>prose only", "```python\nunclosed"]
+)
+def test_extract_code_finds_nothing(completion):
+    assert extract_code(completion) is None
+
+
+@pytest.mark.parametrize(
+    "got, want",
+    [
+        ("1 2 3\n", "1 2 3"),
+        ("1  2\t3  \n\n\n", "1 2 3\n"),
+        ("a\r\nb\r\n", "a\nb"),
+        ("0.3333333", "0.33333333333"),
+        ("1e-9", "0.0"),
+        ("3.0", "3.000000"),
+    ],
+)
+def test_outputs_match(got, want):
+    assert outputs_match(got, want)
+
+
+@pytest.mark.parametrize(
+    "got, want",
+    [
+        ("1 2", "1 2 3"),
+        ("1\n2", "1 2"),
+        ("0.34", "0.3333333"),
+        ("1000000000000000001", "1000000000000000000"),  # integers exactly, not as floats
+        ("3.0", "3"),
+        ("YES", "yes"),
+        ("nan", "0.5"),
+        ("", "0"),
+    ],
+)
+def test_outputs_differ(got, want):
+    assert not outputs_match(got, want)
+
+
+ADD_STDIO = {"kind": "stdio", "cases": [{"input": "1 2\n", "output": "3\n"}, {"input": "10 -4\n", "output": "6"}]}
+
+
+@pytest.mark.parametrize(
+    "code, passed, reason, score",
+    [
+        ("a, b = map(int, input().split())\nprint(a + b)", True, "ok", 1.0),
+        ("a, b = map(int, input().split())\nprint(a - b if a == 10 else a + b)", False, "wrong_output", 0.5),
+        ("print(3)", False, "wrong_output", 0.5),
+        ("raise SystemExit(1)", False, "runtime_error", 0.0),
+        ("import nonexistent_module", False, "runtime_error", 0.0),
+        ("x = [0] * (1 << 40)", False, "memory_limit", 0.0),
+    ],
+)
+def test_stdio(code, passed, reason, score):
+    verdict = check_code(fenced(code), ADD_STDIO, limits=FAST)
+    assert (verdict.passed, verdict.reason, verdict.score) == (passed, reason, score)
+
+
+SQUARE_ASSERT = {
+    "kind": "assert",
+    "code": "def check(candidate):\n    assert candidate(3) == 9\n    assert candidate(-2) == 4\n",
+    "entry_point": "square",
+}
+
+
+@pytest.mark.parametrize(
+    "code, passed, reason",
+    [
+        ("def square(x):\n    return x * x", True, "ok"),
+        ("def square(x):\n    return x * 3", False, "failed_tests"),
+        ("def squared(x):\n    return x * x", False, "runtime_error"),  # wrong name
+        ("import sys\nsys.exit(0)\ndef square(x):\n    return 0", False, "exited_early"),
+        ("import os\nos._exit(0)", False, "exited_early"),
+        ("def square(x):\n    while True:\n        pass", False, "timeout"),
+    ],
+)
+def test_assert(code, passed, reason):
+    verdict = check_code(fenced(code), SQUARE_ASSERT, limits=FAST)
+    assert (verdict.passed, verdict.reason) == (passed, reason)
+
+
+@pytest.mark.parametrize(
+    "completion, tests, passed, reason",
+    [
+        ("no code", ADD_STDIO, False, "no_code"),
+        (fenced("int main() { return 0; }", "cpp"), ADD_STDIO, False, "unsupported_language"),
+        (fenced("print(1)"), None, None, "no_tests"),
+        (fenced("print(1)"), {}, None, "no_tests"),
+        (fenced("print(1)"), {"kind": "junit"}, None, "bad_test_spec"),
+        (fenced("print(1)"), {"kind": "stdio", "cases": []}, None, "bad_test_spec"),
+        (fenced("print(1)"), {"kind": "stdio", "cases": [{"input": ""}]}, None, "bad_test_spec"),
+        (fenced("print(1)"), {"kind": "assert", "code": "def check(c): pass"}, None, "bad_test_spec"),
+    ],
+)
+def test_cannot_run(completion, tests, passed, reason):
+    verdict = check_code(completion, tests)
+    assert (verdict.passed, verdict.reason) == (passed, reason)
+
+
+def test_extracted_is_the_program():
+    assert check_code(fenced("print(3)"), ADD_STDIO).extracted == "print(3)\n"

@@ -1,0 +1,185 @@
+"""Hostile programs: each must fail its check within the limits, leave the host unharmed and leave
+nothing running. Run against every sandbox backend installed here."""
+
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from verifiers import check_code
+from verifiers.code import Limits, Sandbox, SandboxUnavailable
+from verifiers.code.sandbox import NOBODY
+
+LIMITS = Limits(wall_s=3, cpu_s=2, memory_mb=512, max_output_bytes=1 << 16)
+SLACK_S = 3  # sandbox start and teardown on a loaded 2-core machine
+EXPECT_42 = {"kind": "stdio", "cases": [{"input": "", "output": "42"}]}
+
+
+@pytest.fixture(params=["bwrap", "unshare"])
+def sandbox(request):
+    try:
+        sandbox = Sandbox(request.param)
+    except SandboxUnavailable as exc:
+        pytest.skip(str(exc))
+    assert sandbox.backend == request.param
+    yield sandbox
+    assert_nothing_left_running()
+
+
+def sandbox_processes() -> list[str]:
+    """Processes still running as the sandbox user (only meaningful when we run as root)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        uid_line = next(line for line in text.splitlines() if line.startswith("Uid:"))
+        if int(uid_line.split()[1]) == NOBODY:
+            found.append(f"{status.parent.name}: {text.splitlines()[0]}")
+    return found
+
+
+def assert_nothing_left_running():
+    if os.geteuid() != 0:
+        return
+    deadline = time.monotonic() + 2
+    while sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sandbox_processes() == []
+
+
+def run(code: str, sandbox, tests=EXPECT_42):
+    start = time.monotonic()
+    verdict = check_code(f"```python\n{code}\n```", tests, limits=LIMITS, sandbox=sandbox)
+    elapsed = time.monotonic() - start
+    assert verdict.passed is False, verdict
+    assert elapsed < LIMITS.wall_s + SLACK_S
+    return verdict
+
+
+def test_fork_bomb(sandbox):
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    assert run(code, sandbox).reason in {"timeout", "killed"}
+    assert os.fork  # and the host can still start processes:
+    assert os.system("true") == 0
+
+
+def test_memory_bomb(sandbox):
+    code = "blocks = []\nwhile True:\n    blocks.append(bytearray(50 << 20))"
+    assert run(code, sandbox).reason == "memory_limit"
+
+
+def test_endless_loop(sandbox):
+    assert run("while True:\n    pass", sandbox).reason in {"timeout", "killed"}
+
+
+def test_sleeping_past_the_limit(sandbox):
+    assert run("import time\ntime.sleep(600)\nprint(42)", sandbox).reason == "timeout"
+
+
+def test_writing_outside_its_directory(sandbox, tmp_path):
+    target = tmp_path / "pwned.txt"
+    code = f"open({str(target)!r}, 'w').write('pwned')\nprint(42)"
+    assert run(code, sandbox).reason == "runtime_error"
+    assert not target.exists()
+
+
+def test_reading_parent_environment(sandbox, monkeypatch):
+    token = "hf_FAKE0123456789abcdef"
+    monkeypatch.setenv("HF_TOKEN", token)
+    code = (
+        "import os, glob\n"
+        "found = [os.environ.get('HF_TOKEN', '')]\n"
+        "for path in glob.glob('/proc/*/environ'):\n"
+        "    try:\n"
+        "        found.append(open(path, 'rb').read().decode('latin-1'))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        f"print(42 if any({token!r} in text for text in found) else 0)"
+    )
+    assert run(code, sandbox).reason == "wrong_output"
+
+
+def test_opening_a_socket(sandbox):
+    received = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(LIMITS.wall_s + SLACK_S)
+        port = server.getsockname()[1]
+
+        def accept():
+            try:
+                received.append(server.accept())
+            except OSError:
+                pass
+
+        listener = threading.Thread(target=accept)
+        listener.start()
+        code = (
+            "import socket\n"
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'leak')\n"
+            "socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+            "print(42)"
+        )
+        assert run(code, sandbox).reason == "runtime_error"
+        server.close()
+        listener.join()
+    assert received == []
+
+
+def test_signalling_its_parent(sandbox):
+    hits = []
+    previous = signal.signal(signal.SIGUSR1, lambda *_: hits.append(1))
+    try:
+        code = (
+            "import os, signal\n"
+            f"for pid in {{os.getppid(), {os.getpid()}}}:\n"
+            "    try:\n"
+            "        os.kill(pid, signal.SIGUSR1)\n"
+            "    except OSError:\n"
+            "        pass\n"
+            "os.killpg(0, signal.SIGKILL)"
+        )
+        run(code, sandbox)
+        time.sleep(0.2)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert hits == []
+
+
+def test_flooding_stdout(sandbox):
+    assert run("while True:\n    print('x' * 10000)", sandbox).reason == "output_limit"
+
+
+def test_leaving_a_child_behind(sandbox):
+    marker = "313.1415"  # a sleep nobody else runs
+    code = (
+        "import os, subprocess\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        f"    subprocess.Popen(['sleep', {marker!r}], start_new_session=True)\n"
+        "    os._exit(0)\n"
+        "print(41)"
+    )
+    assert run(code, sandbox).reason == "wrong_output"
+    time.sleep(0.2)
+    leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker.encode() in _read(p)]
+    assert leftovers == []
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
+
+
+def test_a_well_behaved_program_still_passes(sandbox):
+    verdict = check_code("```python\nprint(6 * 7)\n```", EXPECT_42, limits=LIMITS, sandbox=sandbox)
+    assert verdict.passed is True
