@@ -105,6 +105,7 @@ def shard_stage(cfg: PipelineConfig, run: RunDir, progress: Progress, verified: 
         return
     verified = run.read_stage("verify") if verified is None else verified
     entry = run_shard(cfg, run, verified)
+    run.mark_done(STAGE, fp)
     progress(f"shard: {entry['out']} SFT rows in {entry['shards']} shard(s) under {run.path(STAGE)}")
 
 

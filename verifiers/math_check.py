@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 
-from verifiers.math_extract import extract_answer
+from verifiers.math_extract import extract_answer, reference_answer
 from verifiers.procpool import TIMEOUT, WORKER_DIED, Outcome, get_pool
 from verifiers.verdict import OK, Verdict
 
@@ -40,7 +40,7 @@ def judge(completion: str, reference: str) -> Verdict:
     from math_verify import parse, verify
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that its timeouts are off
-    gold = _parse_gold(reference.strip())
+    gold = _parse_gold(reference_answer(reference))
     if not _is_parsed(gold):
         return Verdict(None, "unparsable_reference")
     answer = extract_answer(completion)
@@ -92,6 +92,8 @@ def check_math_batch(
 def check_math(completion: str, reference: str | None, *, timeout_s: float = 5.0) -> Verdict:
     """Compare the completion's final answer with ``reference`` under a hard ``timeout_s`` limit.
 
-    Works from any thread. passed=None when the reference is missing or unparsable.
+    ``reference`` is a bare answer ("420", "\\frac{1}{9}") or a worked solution whose answer is boxed
+    or follows GSM8K's "####". Works from any thread. passed=None when the reference is missing or
+    unparsable.
     """
     return check_math_batch([completion], [reference], processes=1, timeout_s=timeout_s)[0]

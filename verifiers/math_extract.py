@@ -79,3 +79,15 @@ def extract_answer(completion: str) -> Extracted | None:
     if numbers:
         return Extracted("last_number", numbers[-1])
     return None
+
+
+def reference_answer(reference: str) -> str:
+    """The answer inside a reference that is a whole worked solution (MATH's boxed, GSM8K's ####)."""
+    boxed = last_boxed(reference)
+    if boxed:
+        return boxed
+    gsm8k = list(_GSM8K_RE.finditer(reference))
+    if gsm8k:
+        return gsm8k[-1].group("ans").strip()
+    return reference.strip()
+

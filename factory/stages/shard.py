@@ -7,6 +7,7 @@ run_dir/dataset/data/{split}-{i:05d}-of-{n:05d}.parquet, README.md, stats.json. 
 from __future__ import annotations
 
 import json
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -55,6 +56,7 @@ def sft_row(trace: dict, cfg: PipelineConfig, versions: str) -> dict:
 def run_shard(cfg: PipelineConfig, run: RunDir, verified: pa.Table) -> dict:
     from factory.card import render_card
 
+    start = time.perf_counter()
     accepted = verified.filter(pc.field("accepted")).sort_by([("problem_id", "ascending"), ("sample_idx", "ascending")])
     versions = verifier_versions()
     sft = table([sft_row(t, cfg, versions) for t in accepted.to_pylist()], SFT_SCHEMA)
@@ -69,9 +71,9 @@ def run_shard(cfg: PipelineConfig, run: RunDir, verified: pa.Table) -> dict:
         pq.write_table(part, path, filesystem=run.fs, compression="zstd", row_group_size=ROW_GROUP_ROWS)
         num_bytes += part.nbytes
     entry = {"in": verified.num_rows, "out": sft.num_rows, "shards": n_shards, "split": split, "num_bytes": num_bytes}
+    entry["seconds"] = round(time.perf_counter() - start, 2)
     stats.record(run, "shard", entry)
     all_stats = run.read_json(stats.STATS_FILE)
     run.write_text(f"{STAGE}/README.md", render_card(cfg, all_stats, sft, num_bytes))
     run.write_json(f"{STAGE}/stats.json", all_stats)
-    run.mark_done(STAGE)
     return entry

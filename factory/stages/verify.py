@@ -76,7 +76,6 @@ def run_verify(settings: VerifyConfig, run: RunDir, ds) -> dict:
         num_cpus=settings.processes,
     )
     verified.write_parquet(run.path(STAGE), filesystem=run.fs, compression="zstd")
-    run.mark_done(STAGE)
     return summarize(run)
 
 

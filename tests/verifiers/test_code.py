@@ -6,7 +6,7 @@ from verifiers.code.compare import outputs_match
 from verifiers.code.extract import extract_code
 
 
-FAST = Limits(wall_s=2, cpu_s=2)
+FAST = Limits(wall_s=1, cpu_s=1)
 
 
 def fenced(code: str, lang: str = "python") -> str:

@@ -4,7 +4,6 @@ nothing running. Run against every sandbox backend installed here."""
 import os
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
@@ -14,7 +13,10 @@ from verifiers import check_code
 from verifiers.code import Limits, Sandbox, SandboxUnavailable
 from verifiers.code.sandbox import NOBODY
 
-LIMITS = Limits(wall_s=3, cpu_s=2, memory_mb=512, max_output_bytes=1 << 16)
+# Programs expected to stop on their own get a generous wall limit (no flaky timeouts on a loaded
+# machine); the ones that never stop get a short one.
+LIMITS = Limits(wall_s=10, cpu_s=5, memory_mb=256, max_output_bytes=1 << 16)
+SHORT = Limits(wall_s=1.5, cpu_s=1, memory_mb=256)
 SLACK_S = 3  # sandbox start and teardown on a loaded 2-core machine
 EXPECT_42 = {"kind": "stdio", "cases": [{"input": "", "output": "42"}]}
 
@@ -53,20 +55,19 @@ def assert_nothing_left_running():
     assert sandbox_processes() == []
 
 
-def run(code: str, sandbox, tests=EXPECT_42):
+def run(code: str, sandbox, limits=LIMITS):
     start = time.monotonic()
-    verdict = check_code(f"```python\n{code}\n```", tests, limits=LIMITS, sandbox=sandbox)
+    verdict = check_code(f"```python\n{code}\n```", EXPECT_42, limits=limits, sandbox=sandbox)
     elapsed = time.monotonic() - start
     assert verdict.passed is False, verdict
-    assert elapsed < LIMITS.wall_s + SLACK_S
+    assert elapsed < limits.wall_s + SLACK_S
     return verdict
 
 
 def test_fork_bomb(sandbox):
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
-    assert run(code, sandbox).reason in {"timeout", "killed"}
-    assert os.fork  # and the host can still start processes:
-    assert os.system("true") == 0
+    assert run(code, sandbox, SHORT).reason in {"timeout", "killed"}
+    assert os.system("true") == 0  # the host can still start processes
 
 
 def test_memory_bomb(sandbox):
@@ -75,11 +76,11 @@ def test_memory_bomb(sandbox):
 
 
 def test_endless_loop(sandbox):
-    assert run("while True:\n    pass", sandbox).reason in {"timeout", "killed"}
+    assert run("while True:\n    pass", sandbox, SHORT).reason in {"timeout", "killed"}
 
 
 def test_sleeping_past_the_limit(sandbox):
-    assert run("import time\ntime.sleep(600)\nprint(42)", sandbox).reason == "timeout"
+    assert run("import time\ntime.sleep(600)\nprint(42)", sandbox, SHORT).reason == "timeout"
 
 
 def test_writing_outside_its_directory(sandbox, tmp_path):
@@ -106,31 +107,20 @@ def test_reading_parent_environment(sandbox, monkeypatch):
 
 
 def test_opening_a_socket(sandbox):
-    received = []
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        server.settimeout(LIMITS.wall_s + SLACK_S)
         port = server.getsockname()[1]
-
-        def accept():
-            try:
-                received.append(server.accept())
-            except OSError:
-                pass
-
-        listener = threading.Thread(target=accept)
-        listener.start()
         code = (
             "import socket\n"
-            f"socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'leak')\n"
-            "socket.create_connection(('1.1.1.1', 80), timeout=2)\n"
+            f"socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'leak')\n"
+            "socket.create_connection(('1.1.1.1', 80), timeout=1)\n"
             "print(42)"
         )
         assert run(code, sandbox).reason == "runtime_error"
-        server.close()
-        listener.join()
-    assert received == []
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):  # the kernel queued no connection for us to accept
+            server.accept()
 
 
 def test_signalling_its_parent(sandbox):

@@ -2,8 +2,8 @@
 
 Every run gets: its own session and process group (killed whole at the end), a temporary working
 directory (removed afterwards), an environment built from scratch (no HF_TOKEN or cloud keys from the
-parent), resource limits (CPU, address space, processes, file size, open files), a wall-clock limit,
-capped stdout/stderr, and no network.
+parent), resource limits (CPU, address space, processes, file size, open files; set by util-linux
+``prlimit``), a wall-clock limit, capped stdout/stderr, and no network.
 
 Backends, strongest first:
 - ``bwrap`` (bubblewrap): read-only root, private /tmp, new user/pid/net/ipc/uts namespaces; the kernel
@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import resource
 import selectors
 import shutil
 import signal
@@ -50,7 +49,8 @@ class Limits:
     wall_s: float = 10.0
     cpu_s: int = 10
     memory_mb: int = 1024  # RLIMIT_AS
-    max_processes: int = 32  # RLIMIT_NPROC (threads count too)
+    # RLIMIT_NPROC counts threads too, and all processes of the sandbox user: concurrent sandboxes share it.
+    max_processes: int = 64
     max_file_mb: int = 16  # RLIMIT_FSIZE
     max_open_files: int = 64
     max_output_bytes: int = 1 << 20  # per stream; more gets the run killed
@@ -67,18 +67,23 @@ class RunResult:
     cpu_seconds: float = 0.0
 
 
-def _apply_limits(limits: Limits) -> None:
-    """preexec_fn: runs in the child between fork and exec; inherited by everything it starts."""
+def _limit_argv(limits: Limits) -> list[str]:
+    """util-linux prlimit sets the limits and execs the rest; they are inherited by all it starts.
+
+    Not a preexec_fn: running Python between fork and exec can deadlock when other threads hold locks
+    (Ray actors are multi-threaded), and without one subprocess can use the faster vfork path.
+    """
     mb = 1024 * 1024
-    for which, value in (
-        (resource.RLIMIT_CPU, limits.cpu_s),
-        (resource.RLIMIT_AS, limits.memory_mb * mb),
-        (resource.RLIMIT_NPROC, limits.max_processes),
-        (resource.RLIMIT_FSIZE, limits.max_file_mb * mb),
-        (resource.RLIMIT_NOFILE, limits.max_open_files),
-        (resource.RLIMIT_CORE, 0),
-    ):
-        resource.setrlimit(which, (value, value))
+    return [
+        "prlimit",
+        f"--cpu={limits.cpu_s}",
+        f"--as={limits.memory_mb * mb}",
+        f"--nproc={limits.max_processes}",
+        f"--fsize={limits.max_file_mb * mb}",
+        f"--nofile={limits.max_open_files}",
+        "--core=0",
+        "--",
+    ]
 
 
 def _clean_env(home: str) -> dict[str, str]:
@@ -198,6 +203,7 @@ class Sandbox:
                 for path in (workdir, *(os.path.join(workdir, name) for name in files)):
                     os.chown(path, NOBODY, NOBODY)
             argv, cwd, env = self._command(script, workdir)
+            argv = _limit_argv(limits) + argv
             # bwrap makes its own namespaces unprivileged, so it is started as nobody directly; unshare
             # needs root to create them and drops to nobody itself (setpriv).
             as_nobody = self.drop_privileges and self.backend in ("bwrap", "none")
@@ -210,7 +216,6 @@ class Sandbox:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=functools.partial(_apply_limits, limits),
                 user=NOBODY if as_nobody else None,
                 group=NOBODY if as_nobody else None,
                 extra_groups=[] if as_nobody else None,
@@ -284,12 +289,35 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, limits: Limits, start: fl
     return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False, False
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as handle:
+            return [int(child) for child in handle.read().split()]
+    except OSError:
+        return []
+
+
 def _exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _kill_group(proc: subprocess.Popen) -> float:
-    """Kill the whole process group, reap the leader; returns the CPU seconds the run used."""
+    """Kill the whole process group, reap the leader; returns the CPU seconds the run used.
+
+    Inside out: the wrapper's child is pid 1 of the sandbox's pid namespace, and killing it makes the
+    kernel kill everything in the namespace; the wrapper then reaps it and exits. Killing the wrapper
+    first would orphan that child to the host's init, whose reaping can lag, and an unreaped zombie
+    of the sandbox user still counts against the next run's RLIMIT_NPROC.
+    """
+    if proc.returncode is None and not _exited(proc.pid):
+        for child in _children(proc.pid):
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 1.0
+        while not _exited(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.001)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # pgid == pid: start_new_session made it the group leader
     except (ProcessLookupError, PermissionError):
