@@ -79,11 +79,32 @@ class MathCheckConfig(_Strict):
     )
 
 
+class CodeCheckConfig(_Strict):
+    threads: int = Field(2, ge=1, description="sandboxed test runs at once per Ray task")
+    unverifiable: Literal["reject", "accept"] = Field(
+        "reject", description="what to do with a code trace whose tests are missing or unusable"
+    )
+
+
+class LanguageCheckConfig(_Strict):
+    enabled: bool = True
+    min_share: float = Field(0.95, ge=0, le=1, description="share of the trace's prose in the target language")
+
+
+class QualityConfig(_Strict):
+    reject_truncated: bool = Field(True, description="reject traces cut by max_tokens or with an unclosed think block")
+    repetition_ngram: int = Field(10, ge=2)
+    max_repeated_share: float = Field(0.5, ge=0, le=1, description="share of repeated n-grams above which a trace loops")
+
+
 class VerifyConfig(_Strict):
     require_think: bool = Field(
         True, description="reject completions without a think block (false for plain CoT data)"
     )
     math: MathCheckConfig = Field(default_factory=MathCheckConfig)
+    code: CodeCheckConfig = Field(default_factory=CodeCheckConfig)
+    language: LanguageCheckConfig = Field(default_factory=LanguageCheckConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     processes: int = Field(1, ge=1, description="verifier worker processes per Ray task")
 
 

@@ -43,8 +43,9 @@ TRACE_FIELDS = PROBLEM_FIELDS + [
 ]
 TRACE_SCHEMA = pa.schema(TRACE_FIELDS)
 
-# One verdict column per verifier; the verify stage adds them in this order.
-VERIFIERS = ("format", "math")
+# One verdict column per verifier. The order is the precedence of reject reasons: a trace without a
+# well-formed think block is reported as that before its answer is judged.
+VERIFIERS = ("format", "truncation", "math", "code", "language", "repetition")
 VERIFIED_SCHEMA = pa.schema(
     TRACE_FIELDS
     + [(f"verdict_{name}", VERDICT_TYPE) for name in VERIFIERS]

@@ -32,8 +32,13 @@ def test_accepted_matches_the_grader_labels(verified_run):
     assert len(rows) == 800
     disagree = [r for r in rows if r["accepted"] != labels[(r["problem_id"], r["sample_idx"])]]
     assert (800 - len(disagree)) / 800 >= 0.99
-    # The one known disagreement is a wrong label in the file: "10{,}000" is 10000.
-    assert all(r["answer"] == "10{,}000" and r["verdict_math"]["extracted"] == "10000" for r in disagree)
+    # The math verdict alone differs once, where the file's label is wrong: "10{,}000" is 10000.
+    math_disagree = [r for r in rows if r["verdict_math"]["passed"] != labels[(r["problem_id"], r["sample_idx"])]]
+    assert [(r["answer"], r["verdict_math"]["extracted"]) for r in math_disagree] == [("10{,}000", "10000")]
+    # The rest are right answers whose text degenerates into several scripts: R1's language filter.
+    for r in disagree:
+        if r not in math_disagree:
+            assert r["reject_reason"] == "language:mixed_language" and r["verdict_language"]["score"] < 0.6
 
 
 def test_verified_rows_carry_verdicts_and_reasons(verified_run):
@@ -42,13 +47,14 @@ def test_verified_rows_carry_verdicts_and_reasons(verified_run):
     assert table.schema.equals(VERIFIED_SCHEMA, check_metadata=False)
     rows = table.to_pylist()
     rejected = [r for r in rows if not r["accepted"]]
-    assert rejected and all(r["reject_reason"] == "math:wrong_answer" for r in rejected)
+    assert rejected and {r["reject_reason"] for r in rejected} == {"math:wrong_answer", "language:mixed_language"}
     assert all(r["reject_reason"] is None for r in rows if r["accepted"])
     stats = json.loads((run_dir / "stats.json").read_text())
     assert stats["verify"]["in"] == 800
     assert stats["verify"]["out"] == sum(r["accepted"] for r in rows)
-    assert stats["verify"]["rejected"] == {"math:wrong_answer": len(rejected)}
-    assert stats["verify"]["verdicts"]["math"]["pass"] == stats["verify"]["out"]
+    assert sum(stats["verify"]["rejected"].values()) == len(rejected)
+    assert stats["verify"]["verdicts"]["language"]["fail"] == stats["verify"]["rejected"]["language:mixed_language"]
+    assert stats["verify"]["verdicts"]["math"]["pass"] == sum(r["verdict_math"]["passed"] for r in rows)
 
 
 def test_rerun_with_same_settings_skips_and_changed_settings_redo(verified_run, math_cot_traces):

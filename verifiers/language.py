@@ -41,7 +41,8 @@ TARGET_SCRIPTS = {
 # Removed before counting: fenced/inline code, display and inline math, LaTeX commands, think tags.
 _NOT_PROSE_RE = re.compile(
     r"```.*?```|`[^`\n]*`"
-    r"|\$\$.*?\$\$|\$[^$]*\$|\\\[.*?\\\]|\\\(.*?\\\)"
+    # inline $...$ stays on one line: a lone "$5" must not swallow the text up to the next dollar
+    r"|\$\$.*?\$\$|(?<!\\)\$[^$\n]+?(?<!\\)\$|\\\[.*?\\\]|\\\(.*?\\\)"
     r"|\\[A-Za-z]+"
     r"|</?think>",
     re.DOTALL,

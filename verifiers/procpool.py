@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def serve(tasks: Connection, results: Connection) -> None:
     results.send("ready")
     while True:
         try:
-            fn, args = tasks.recv()
+            fn, args = pickle.loads(tasks.recv_bytes())
         except EOFError:
             return
         try:
@@ -128,7 +129,11 @@ class WorkerPool:
             self._slots.put(None)
 
     def map(self, fn: Callable, arg_tuples: Sequence[tuple], timeout_s: float) -> list[Outcome]:
-        """Run ``fn(*args)`` for each tuple, each under ``timeout_s`` seconds of wall time."""
+        """Run ``fn(*args)`` for each tuple, each under ``timeout_s`` seconds of wall time.
+
+        Each worker gets a few tasks queued ahead so it never idles waiting for the parent's next
+        send; a task's clock starts when the worker reaches it (its predecessor's result arrived).
+        """
         if not arg_tuples:
             return []
         taken = [self._slots.get()]  # wait for one slot, then take whatever else is free
@@ -137,83 +142,18 @@ class WorkerPool:
                 taken.append(self._slots.get_nowait())
             except queue.Empty:
                 break
-        idle: list[_Worker] = []
-        starting: dict[_Worker, float] = {}
-        busy: dict[_Worker, tuple[int, float]] = {}
-        for worker in taken:
-            if worker is not None and worker.proc.poll() is not None:
-                worker.kill()  # died while idle: reap it
-                worker = None
-            if worker is None:
-                worker = self._start()
-            if worker.ready:
-                idle.append(worker)
-            else:  # started by an earlier call that ended before its "ready" came
-                starting[worker] = time.monotonic() + self.startup_timeout_s
-        pending = deque(enumerate(arg_tuples))
-        outcomes: list[Outcome | None] = [None] * len(arg_tuples)
+        run = _MapRun(self, fn, arg_tuples, timeout_s)
         try:
-            while pending or busy:
-                while pending and idle:
-                    worker = idle.pop()
-                    index, args = pending.popleft()
-                    try:
-                        worker.tasks.send((fn, args))
-                    except OSError:  # worker gone between tasks: replace it, retry the task
-                        pending.appendleft((index, args))
-                        worker.kill()
-                        replacement = self._start()
-                        starting[replacement] = time.monotonic() + self.startup_timeout_s
-                        continue
-                    busy[worker] = (index, time.monotonic() + timeout_s)
-                if not busy and not starting:
-                    raise RuntimeError("worker pool has no live workers")
-                deadlines = [d for _, d in busy.values()] + list(starting.values())
-                wait_s = max(0.0, min(deadlines) - time.monotonic())
-                readable = set(wait([w.results for w in (*busy, *starting)], timeout=wait_s))
-                now = time.monotonic()
-                for worker in list(starting):
-                    if worker.results in readable:
-                        del starting[worker]
-                        if self._recv_ready(worker):
-                            idle.append(worker)
-                            continue
-                        raise RuntimeError(f"verifier worker failed to start (exit code {worker.proc.poll()})")
-                    if now > starting[worker]:
-                        worker.kill()
-                        raise RuntimeError(f"verifier worker did not start within {self.startup_timeout_s}s")
-                for worker in list(busy):
-                    index, deadline = busy[worker]
-                    if worker.results in readable:
-                        del busy[worker]
-                        try:
-                            ok, value = worker.results.recv()
-                        except (EOFError, OSError):
-                            outcomes[index] = Outcome(error=WORKER_DIED)
-                            worker.kill()
-                            replacement = self._start()
-                            starting[replacement] = now + self.startup_timeout_s
-                            continue
-                        outcomes[index] = Outcome(value=value) if ok else Outcome(error=value)
-                        idle.append(worker)
-                    elif now >= deadline:
-                        del busy[worker]
-                        outcomes[index] = Outcome(error=TIMEOUT)
-                        worker.kill()
-                        replacement = self._start()
-                        starting[replacement] = now + self.startup_timeout_s
+            for worker in taken:
+                run.add_worker(worker)
+            return run.run()
         finally:
-            # On an exception (or KeyboardInterrupt) mid-batch, busy workers hold stale tasks: kill them.
-            for worker in busy:
-                worker.kill()
-            for worker in idle:
-                self._slots.put(worker)
-            # Workers still starting are kept; the next call waits for their "ready".
-            for worker in starting:
-                self._slots.put(worker)
-            for _ in range(len(taken) - len(idle) - len(starting)):
-                self._slots.put(None)
-        return outcomes  # type: ignore[return-value]
+            for worker in run.workers:
+                if run.inflight[worker] or worker.proc.poll() is not None:
+                    worker.kill()  # stale queued tasks (we are unwinding an exception) or dead
+                    self._slots.put(None)
+                else:
+                    self._slots.put(worker)  # idle, or still starting: the next call waits for "ready"
 
     def _start(self) -> _Worker:
         return _Worker(self.preload, self.memory_limit_mb)
@@ -235,6 +175,108 @@ class WorkerPool:
                 return
             if worker is not None and self.pid == os.getpid():
                 worker.kill()
+
+
+# Tasks queued ahead per worker. Their pickled bytes stay below the pipe's capacity (64 KiB on Linux)
+# so that sending never blocks on a worker stuck in a long task: the parent must stay free to kill it.
+_MAX_QUEUED = 16
+_MAX_QUEUED_BYTES = 48 * 1024
+
+
+class _MapRun:
+    """The state of one ``WorkerPool.map`` call over the workers it holds."""
+
+    def __init__(self, pool: WorkerPool, fn: Callable, arg_tuples: Sequence[tuple], timeout_s: float):
+        self.pool, self.fn, self.timeout_s = pool, fn, timeout_s
+        self.pending = deque(enumerate(arg_tuples))
+        self.outcomes: list[Outcome | None] = [None] * len(arg_tuples)
+        self.remaining = len(arg_tuples)
+        self.workers: list[_Worker] = []
+        self.inflight: dict[_Worker, deque] = {}  # (index, args, nbytes) in the order sent
+        self.queued_bytes: dict[_Worker, int] = {}
+        self.clock: dict[_Worker, float] = {}  # when the head task started, or when startup began
+
+    def add_worker(self, worker: _Worker | None) -> None:
+        if worker is not None and worker.proc.poll() is not None:
+            worker.kill()  # died while idle: reap it
+            worker = None
+        if worker is None:
+            worker = self.pool._start()
+        self.workers.append(worker)
+        self.inflight[worker] = deque()
+        self.queued_bytes[worker] = 0
+        self.clock[worker] = time.monotonic()
+
+    def replace(self, worker: _Worker) -> None:
+        """Kill a worker; its queued tasks go back to the front of the line."""
+        self.pending.extendleft((index, args) for index, args, _ in reversed(self.inflight.pop(worker)))
+        del self.queued_bytes[worker], self.clock[worker]
+        worker.kill()
+        self.workers.remove(worker)
+        self.add_worker(None)
+
+    def feed(self) -> None:
+        """Queue tasks round-robin on ready workers, shortest queue first, within the queue bounds."""
+        while self.pending:
+            ready = [w for w in self.workers if w.ready and len(self.inflight[w]) < _MAX_QUEUED]
+            if not ready:
+                return
+            worker = min(ready, key=lambda w: len(self.inflight[w]))
+            index, args = self.pending[0]
+            payload = pickle.dumps((self.fn, args), protocol=pickle.HIGHEST_PROTOCOL)
+            queue_ = self.inflight[worker]
+            if queue_ and self.queued_bytes[worker] + len(payload) > _MAX_QUEUED_BYTES:
+                return  # all shortest queues are full by bytes; results will make room
+            try:
+                worker.tasks.send_bytes(payload)
+            except OSError:  # died between tasks
+                self.replace(worker)
+                continue
+            self.pending.popleft()
+            if not queue_:
+                self.clock[worker] = time.monotonic()
+            queue_.append((index, args, len(payload)))
+            self.queued_bytes[worker] += len(payload)
+
+    def finish_head(self, worker: _Worker, outcome: Outcome) -> None:
+        index, _, nbytes = self.inflight[worker].popleft()
+        self.queued_bytes[worker] -= nbytes
+        self.outcomes[index] = outcome
+        self.remaining -= 1
+        self.clock[worker] = time.monotonic()
+
+    def run(self) -> list[Outcome]:
+        startup_s = self.pool.startup_timeout_s
+        while self.remaining:
+            self.feed()
+            watched = [w for w in self.workers if self.inflight[w] or not w.ready]
+            deadlines = [self.clock[w] + (self.timeout_s if w.ready else startup_s) for w in watched]
+            readable = set(wait([w.results for w in watched], timeout=max(0.0, min(deadlines) - time.monotonic())))
+            now = time.monotonic()
+            for worker in watched:
+                if not worker.ready:
+                    if worker.results in readable:
+                        if not self.pool._recv_ready(worker):
+                            raise RuntimeError(f"verifier worker failed to start (exit {worker.proc.poll()})")
+                    elif now > self.clock[worker] + startup_s:
+                        raise RuntimeError(f"verifier worker did not start within {startup_s}s")
+                elif worker.results in readable:
+                    self.collect(worker)
+                elif now >= self.clock[worker] + self.timeout_s:
+                    self.finish_head(worker, Outcome(error=TIMEOUT))
+                    self.replace(worker)
+        return self.outcomes  # type: ignore[return-value]
+
+    def collect(self, worker: _Worker) -> None:
+        """Take every result the worker has sent so far."""
+        while self.inflight[worker] and worker.results.poll():
+            try:
+                ok, value = worker.results.recv()
+            except (EOFError, OSError):  # the worker died in its head task
+                self.finish_head(worker, Outcome(error=WORKER_DIED))
+                self.replace(worker)
+                return
+            self.finish_head(worker, Outcome(value=value) if ok else Outcome(error=value))
 
 
 _POOLS: dict[tuple, WorkerPool] = {}

@@ -18,8 +18,5 @@ class Verdict:
     score: float | None = None
     extracted: str | None = None
 
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "reason": self.reason, "score": self.score, "extracted": self.extracted}
-
 
 OK = "ok"

@@ -131,3 +131,31 @@ def test_cannot_run(completion, tests, passed, reason):
 
 def test_extracted_is_the_program():
     assert check_code(fenced("print(3)"), ADD_STDIO).extracted == "print(3)\n"
+
+
+def test_missing_network_isolation_is_an_error_unless_set_to_warn(monkeypatch, caplog):
+    from verifiers.code import sandbox as sandbox_module
+
+    monkeypatch.setattr(sandbox_module.shutil, "which", lambda name: None)  # neither bwrap nor unshare
+    with pytest.raises(sandbox_module.SandboxUnavailable, match="VERIFIERS_SANDBOX_NETWORK=warn"):
+        sandbox_module.Sandbox()
+    relaxed = sandbox_module.Sandbox(require_network_isolation=False)
+    assert relaxed.backend == "none"
+    assert "WITH network access" in caplog.text
+    verdict = check_code(fenced("print(input())"), {"kind": "stdio", "cases": [{"input": "7", "output": "7"}]},
+                         sandbox=relaxed)  # fmt: skip
+    assert verdict.passed is True
+
+
+def test_sandbox_settings_from_environment(monkeypatch):
+    from verifiers.code import sandbox as sandbox_module
+
+    monkeypatch.setenv("VERIFIERS_SANDBOX_NETWORK", "sometimes")
+    sandbox_module.default_sandbox.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="VERIFIERS_SANDBOX_NETWORK"):
+            sandbox_module.default_sandbox()
+    finally:
+        sandbox_module.default_sandbox.cache_clear()
+    with pytest.raises(ValueError, match="unknown sandbox backend"):
+        sandbox_module.Sandbox("docker")
