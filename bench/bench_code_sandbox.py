@@ -58,8 +58,8 @@ def sandbox_cost() -> None:
             print(f"  {backend:8s} unavailable: {exc}")
             continue
         bare = [sandbox.python, "-I", "-c", "pass"]
-        bare_ms = median_ms(lambda: subprocess.run(bare, check=True))
-        sandboxed_ms = median_ms(lambda: sandbox.run({"main.py": "pass"}, "main.py", limits=Limits()))
+        bare_ms = median_ms(lambda bare=bare: subprocess.run(bare, check=True))
+        sandboxed_ms = median_ms(lambda sandbox=sandbox: sandbox.run({"main.py": "pass"}, "main.py", limits=Limits()))
         print(f"  {backend:8s} sandboxed: {sandboxed_ms:5.1f} ms   vs bare `{' '.join(bare)}` {bare_ms:5.1f} ms: "
               f"{sandboxed_ms / bare_ms:.2f}x   vs project `python -c pass`: {sandboxed_ms / project_ms:.2f}x"
               "   (target <= 1.5x)")  # fmt: skip
@@ -81,7 +81,7 @@ def human_eval() -> None:
     for corrupt in (False, True):
         start = time.perf_counter()
         with ThreadPoolExecutor(2) as executor:
-            verdicts = list(executor.map(lambda p: check(p, corrupt), problems))
+            verdicts = list(executor.map(check, problems, [corrupt] * len(problems)))
         seconds = time.perf_counter() - start
         passed = sum(v.passed is True for v in verdicts)
         reasons: dict[str, int] = {}

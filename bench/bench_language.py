@@ -103,9 +103,7 @@ def main() -> None:
         tp = sum(f and mixed for f, (_, mixed) in zip(flagged, samples))
         fp = sum(f and not mixed for f, (_, mixed) in zip(flagged, samples))
         fn = sum(not f and mixed for f, (_, mixed) in zip(flagged, samples))
-        by_level = [
-            sum(f for f, lv in zip(flagged, level_of) if lv == level) / 200 for level in (1, 2, 3)
-        ]
+        by_level = [sum(f for f, lv in zip(flagged, level_of) if lv == level) / 200 for level in (1, 2, 3)]
         false_positives = [sum(f for f, lv in zip(flagged, level_of) if lv == level) for level in (0, -1)]
         precision = tp / (tp + fp) if tp + fp else 1.0
         marker = "  <- default" if threshold == DEFAULT_MIN_SHARE else ""

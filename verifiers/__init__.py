@@ -13,6 +13,9 @@ from verifiers.quality import check_length, check_repetition, check_truncation
 from verifiers.think import split_think
 from verifiers.verdict import Verdict
 
+# Recorded as provenance in published datasets; bump when a verdict can change for the same input.
+__version__ = "0.1.0"
+
 __all__ = [
     "Verdict",
     "check_code",

@@ -77,7 +77,7 @@ def check_math_batch(
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
     verdicts: list[Verdict | None] = [None] * len(completions)
     todo = []
-    for i, (completion, reference) in enumerate(zip(completions, references)):
+    for i, reference in enumerate(references):
         if reference is None or not str(reference).strip():
             verdicts[i] = Verdict(None, "no_reference")
         else:

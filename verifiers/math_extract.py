@@ -28,7 +28,7 @@ class Extracted(NamedTuple):
 def answer_region(completion: str) -> str:
     """Only the response counts: a number mentioned while thinking is not an answer."""
     close = completion.rfind(THINK_CLOSE)
-    return completion[close + len(THINK_CLOSE):] if close >= 0 else completion
+    return completion[close + len(THINK_CLOSE) :] if close >= 0 else completion
 
 
 def last_boxed(text: str) -> str | None:
@@ -43,7 +43,7 @@ def last_boxed(text: str) -> str | None:
                 elif text[i] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[start + 1:i].strip()
+                        return text[start + 1 : i].strip()
             continue  # unbalanced (truncated output): try an earlier box
         bare = re.match(r"[^\s$]+", text[start:])
         if bare and match.group(0).endswith(" "):
@@ -90,4 +90,3 @@ def reference_answer(reference: str) -> str:
     if gsm8k:
         return gsm8k[-1].group("ans").strip()
     return reference.strip()
-

@@ -154,6 +154,8 @@ class WorkerPool:
                     self._slots.put(None)
                 else:
                     self._slots.put(worker)  # idle, or still starting: the next call waits for "ready"
+            for _ in range(len(taken) - len(run.workers)):  # a worker failed to start mid-way
+                self._slots.put(None)
 
     def _start(self) -> _Worker:
         return _Worker(self.preload, self.memory_limit_mb)

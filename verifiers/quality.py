@@ -28,7 +28,7 @@ def repeated_ngram_share(text: str, n: int = 10) -> float:
     tokens = _TOKEN_RE.findall(text)
     if len(tokens) < n:
         return 0.0
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return 1 - len(set(grams)) / len(grams)
 
 

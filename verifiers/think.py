@@ -26,13 +26,13 @@ def split_think(completion: str) -> tuple[str | None, str]:
     """
     close = completion.rfind(THINK_CLOSE)
     if close >= 0:
-        before, response = completion[:close], completion[close + len(THINK_CLOSE):]
+        before, response = completion[:close], completion[close + len(THINK_CLOSE) :]
         open_ = before.find(THINK_OPEN)
-        reasoning = before[open_ + len(THINK_OPEN):] if open_ >= 0 else before
+        reasoning = before[open_ + len(THINK_OPEN) :] if open_ >= 0 else before
         return reasoning.strip(), response.strip()
     open_ = completion.find(THINK_OPEN)
     if open_ >= 0:
-        return completion[open_ + len(THINK_OPEN):].strip(), ""
+        return completion[open_ + len(THINK_OPEN) :].strip(), ""
     return None, completion.strip()
 
 

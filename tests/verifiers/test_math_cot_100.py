@@ -17,9 +17,7 @@ def test_agrees_with_grader_labels(shared_data):
 
     verdicts = check_math_batch(completions, references, processes=2)
 
-    disagreements = {
-        (ref, v.extracted) for v, ref, label in zip(verdicts, references, labels) if v.passed is not label
-    }
+    disagreements = {(ref, v.extracted) for v, ref, label in zip(verdicts, references, labels) if v.passed is not label}
     assert disagreements <= KNOWN_WRONG_LABELS
     agreement = sum(v.passed is label for v, label in zip(verdicts, labels)) / len(labels)
     assert agreement >= 0.995

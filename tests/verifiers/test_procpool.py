@@ -56,11 +56,11 @@ def test_overrunning_task_is_killed_from_a_non_main_thread(pool):
     assert pool.map(abs, [(-1,), (-2,)], timeout_s=30) == [Outcome(value=1), Outcome(value=2)]  # both started
     before = child_pids()
     start = time.monotonic()
-    off_main, outcomes = in_thread(pool.map, time.sleep, [(60,), (0,)], timeout_s=0.5)
+    off_main, outcomes = in_thread(pool.map, time.sleep, [(60,), (0,)], timeout_s=2)
     elapsed = time.monotonic() - start
     assert off_main
     assert outcomes == [Outcome(error="timeout"), Outcome(value=None)]
-    assert elapsed < 3
+    assert elapsed < 6  # the limit plus slack for a loaded machine, far below the task's 60 s
     killed = before - child_pids()
     assert len(killed) == 1 and not any(alive(pid) for pid in killed)
     # The pool replaced the killed worker and keeps working.
@@ -74,7 +74,7 @@ def test_check_math_hard_timeout_on_slow_sympy_from_a_thread():
     off_main, verdict = in_thread(check_math, r"\boxed{9^{9^{9}}}", "1", timeout_s=1.0)
     assert off_main
     assert verdict == Verdict(False, "timeout", score=0.0)
-    assert time.monotonic() - start < 4
+    assert time.monotonic() - start < 5
     assert check_math(r"\boxed{2}", "2").passed
 
 

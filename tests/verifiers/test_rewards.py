@@ -36,7 +36,11 @@ def test_format_reward():
 
 
 def test_language_reward_targets():
-    completions = ["<think>我们 need to compute 面积</think>4", "<think>先算面积</think>4", "<think>area first</think>4"]
+    completions = [
+        "<think>我们 need to compute 面积</think>4",
+        "<think>先算面积</think>4",
+        "<think>area first</think>4",
+    ]
     by_column = language_consistency_reward(completions, language=["zh", "zh", "en"])
     assert by_column[0] == pytest.approx(4 / 6) and by_column[1:] == [1.0, 1.0]
     prompts = [[{"role": "user", "content": "求三角形的面积"}]] * 2 + [[{"role": "user", "content": "Find the area"}]]

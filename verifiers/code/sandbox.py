@@ -281,7 +281,7 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, limits: Limits, start: fl
                         deadline = min(deadline, time.monotonic() + _DRAIN_S)
                     elif key.fileobj is proc.stdin:
                         try:
-                            pending = pending[os.write(proc.stdin.fileno(), pending[:_READ_CHUNK]):]
+                            pending = pending[os.write(proc.stdin.fileno(), pending[:_READ_CHUNK]) :]
                         except BrokenPipeError:  # the program stopped reading: fine
                             pending = pending[:0]
                         if not pending:
@@ -295,7 +295,7 @@ def _communicate(proc: subprocess.Popen, stdin: bytes, limits: Limits, start: fl
                         buffer = buffers[key.fileobj]
                         buffer += chunk
                         if len(buffer) > limits.max_output_bytes:
-                            del buffer[limits.max_output_bytes:]
+                            del buffer[limits.max_output_bytes :]
                             return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False, True
     finally:
         os.close(exit_fd)
