@@ -98,7 +98,7 @@ def shard_stage(cfg: PipelineConfig, run: RunDir, progress: Progress, verified: 
             raise InputError(f"shard: no finished verify stage in {run.uri}; run verify first or pass --input")
         upstream = run.marker("verify")
     else:
-        upstream = fingerprint(verified.num_rows, verified.schema.to_string())
+        upstream = fingerprint(*(verified.column(c).to_pylist() for c in ("problem_id", "sample_idx", "accepted", "completion")))
     fp = fingerprint(cfg.shard.model_dump(), cfg.teacher.model_dump(), upstream)
     if run.is_done(STAGE, fp):
         progress("shard: already done with these settings")

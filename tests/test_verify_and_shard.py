@@ -118,3 +118,20 @@ def test_bad_config_fails_before_ray_starts(tmp_path):
 def test_help_does_not_import_heavy_packages():
     code = "import sys; from factory.cli import app; print(sorted({'ray','vllm','torch','transformers'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def test_shard_from_input_redoes_when_the_input_changes(verified_run, tmp_path):
+    import pyarrow.compute as pc
+
+    run_dir, _ = verified_run
+    verified = pq.read_table(run_dir / "verify")
+    first, second = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(verified, first)
+    # Same number of rows and schema, but nothing accepted.
+    pq.write_table(verified.set_column(verified.schema.get_field_index("accepted"), "accepted",
+                                       pc.and_(verified.column("accepted"), False)), second)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["shard", "--input", str(first), "--run-dir", str(out)]).exit_code == 0
+    result = runner.invoke(app, ["shard", "--input", str(second), "--run-dir", str(out)])
+    assert result.exit_code == 0 and "already done" not in result.output
+    assert pq.read_table(out / "dataset" / "data").num_rows == 0
