@@ -137,5 +137,4 @@ def run_generate(
             tokens += sum(r["completion_tokens"] or 0 for r in rows)
             rate = tokens / max(time.perf_counter() - start, 1e-9)
             progress(f"generate: {total - len(pending) + written}/{total} traces, {rate:,.0f} output tokens/s")
-    run.mark_done(STAGE)
     return {"new_traces": written, "resumed_traces": total - len(pending), "completion_tokens": tokens}
