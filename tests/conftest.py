@@ -20,6 +20,13 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    from tests.tiny_models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama", "llama")
+
+
+@pytest.fixture(scope="session")
 def math_cot_traces(tmp_path_factory) -> tuple[Path, dict]:
     """The 800 real completions of math_cot_100.jsonl as trace rows, and their grader labels."""
     out = tmp_path_factory.mktemp("traces") / "math_cot_traces.jsonl"

@@ -12,7 +12,7 @@ def test_defaults_are_r1_sampling():
     cfg = load_config()
     assert cfg.teacher.model == DEFAULT_TEACHER
     assert (cfg.teacher.sampling.temperature, cfg.teacher.sampling.top_p) == (0.6, 0.95)
-    assert cfg.stages == ["generate", "verify", "shard"]
+    assert cfg.stages == ["generate", "verify", "curate", "shard"]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from factory.cli import inspect_cmd, stage_cmds
+from factory.cli import curate_cmd, inspect_cmd, job_cmds, publish_cmd, sft_cmds, stage_cmds, teacher_cmds
 
 app = typer.Typer(
     name="factory",
@@ -14,7 +14,12 @@ app = typer.Typer(
     add_completion=False,
 )
 stage_cmds.register(app)
+curate_cmd.register(app)
 inspect_cmd.register(app)
+publish_cmd.register(app)
+sft_cmds.register(app)
+job_cmds.register(app)
+teacher_cmds.register(app)
 
 
 def main() -> None:

@@ -68,7 +68,9 @@ def verify_rows(rows: list[dict], settings: VerifyConfig) -> list[dict]:
         if row.get("response") is None:
             row["reasoning"], row["response"] = split_think(completion)
         text = f"{row['reasoning'] or ''}\n{row['response'] or ''}"
-        verdicts["format"][i] = check_format(completion, require_think=settings.require_think)
+        # Direct-mode traces answer without a think block by design (teacher.mode / a source's mode).
+        require_think = settings.require_think and row.get("mode") != "direct"
+        verdicts["format"][i] = check_format(completion, require_think=require_think)
         if quality.reject_truncated:
             verdicts["truncation"][i] = check_truncation(completion, row.get("finish_reason"))
         verdicts["repetition"][i] = check_repetition(text, n=quality.repetition_ngram, max_share=quality.max_repeated_share)

@@ -3,6 +3,10 @@
 Rendering happens here rather than in Ray Data LLM's chat-template stage so that the reasoning
 prefix is guaranteed: R1-style models expect the assistant turn to open with "<think>\n" and some
 chat templates add it while others do not. The prefix is part of the completion we store.
+
+Modes: `reasoning` opens the assistant turn with the reasoning prefix; `direct` adds none (the
+answer without a think block, for the non-reasoning share of a mixture). A source's `mode` and
+`prompt_template` override the teacher's for that source's rows (`source_teachers`).
 """
 
 from __future__ import annotations
@@ -10,7 +14,27 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from factory.config import TeacherConfig
+from factory.config import PipelineConfig, SourceConfig, TeacherConfig
+
+MODES = ("reasoning", "direct")
+
+
+def source_teacher(teacher: TeacherConfig, source: SourceConfig) -> TeacherConfig:
+    """The teacher settings one source's rows are generated with."""
+    update = {k: getattr(source, k) for k in ("mode", "prompt_template") if getattr(source, k) is not None}
+    return teacher.model_copy(update=update) if update else teacher
+
+
+def source_teachers(cfg: PipelineConfig) -> dict[str, TeacherConfig]:
+    """Source name (the `source` of each row) -> its teacher settings; rows of other sources use cfg.teacher."""
+    from factory.ingest import source_name
+
+    return {source_name(s): source_teacher(cfg.teacher, s) for s in cfg.sources}
+
+
+def reasoning_prefix(teacher: TeacherConfig) -> str:
+    """What the assistant turn opens with and each completion starts with: nothing in direct mode."""
+    return teacher.reasoning_prefix if teacher.mode == "reasoning" else ""
 
 
 @lru_cache(maxsize=8)
@@ -50,10 +74,10 @@ def prompt_token_ids(teacher: TeacherConfig, prompt: str) -> list[int]:
 
 
 def render_prompt(teacher: TeacherConfig, problem: str) -> str:
-    """The exact text the engine sees, ending with the reasoning prefix."""
+    """The exact text the engine sees, ending with the reasoning prefix (reasoning mode)."""
     tok = _tokenizer(teacher)
     text = tok.apply_chat_template(chat_messages(teacher, problem), tokenize=False, add_generation_prompt=True)
-    prefix = teacher.reasoning_prefix
+    prefix = reasoning_prefix(teacher)
     if prefix and not text.endswith(prefix):
         # Some templates add the prefix minus its newline ("<think>"): complete it rather than doubling it.
         stripped = prefix.rstrip("\n")

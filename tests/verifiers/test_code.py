@@ -113,6 +113,23 @@ def test_assert(code, passed, reason):
     assert (verdict.passed, verdict.reason) == (passed, reason)
 
 
+def test_assert_pass_cannot_be_forged_from_what_the_program_can_read():
+    # Prints the last token that looks like a pass marker in every file, argument, environment and
+    # input it can read, then exits 0 before check() runs.
+    code = (
+        "import os, re, sys\n"
+        "texts = [open(name, encoding='latin-1').read() for name in os.listdir('.')]\n"
+        "texts += [open(p, 'rb').read().decode('latin-1') for p in ('/proc/self/cmdline', '/proc/self/environ')]\n"
+        "texts.append(sys.stdin.read())\n"
+        "tokens = re.findall(r'all-tests-passed-[0-9a-f]+|[0-9a-f]{16,}', ' '.join(texts))\n"
+        "print(tokens[-1] if tokens else 'nothing found')\n"
+        "sys.stdout.flush()\n"
+        "os._exit(0)"
+    )
+    verdict = check_code(fenced(code), SQUARE_ASSERT, limits=LIMITS)
+    assert (verdict.passed, verdict.reason) == (False, "exited_early")
+
+
 @pytest.mark.parametrize(
     "completion, tests, passed, reason",
     [
@@ -161,3 +178,18 @@ def test_sandbox_settings_from_environment(monkeypatch):
         sandbox_module.default_sandbox.cache_clear()
     with pytest.raises(ValueError, match="unknown sandbox backend"):
         sandbox_module.Sandbox("docker")
+    with pytest.raises(ValueError, match="unknown sandbox mode"):
+        sandbox_module.Sandbox(mode="vfork")
+
+
+def test_falls_back_to_a_fresh_sandbox_per_run_when_no_zygote_starts(monkeypatch, caplog):
+    from verifiers.code import sandbox as sandbox_module
+    from verifiers.code import zygote
+
+    monkeypatch.setattr(zygote, "SERVER_SOURCE", "import sys; sys.exit('no zygote here')")
+    sandbox = sandbox_module.Sandbox()
+    assert sandbox.mode == "oneshot"
+    assert "no zygote here" in caplog.text
+    verdict = check_code(fenced("print(input())"), {"kind": "stdio", "cases": [{"input": "7", "output": "7"}]},
+                         sandbox=sandbox)  # fmt: skip
+    assert verdict.passed is True

@@ -1,5 +1,5 @@
 """Hostile programs: each must fail its check within the limits, leave the host unharmed and leave
-nothing running. Run against every sandbox backend installed here."""
+nothing running. Run against every sandbox backend installed here, in both modes (zygote, one-shot)."""
 
 import os
 import signal
@@ -12,6 +12,9 @@ import pytest
 from verifiers import check_code
 from verifiers.code import Limits, Sandbox, SandboxUnavailable
 from verifiers.code.sandbox import NOBODY
+from verifiers.code.zygote import SERVER_SOURCE
+
+ZYGOTE_MARK = SERVER_SOURCE.splitlines()[0].encode()  # a zygote's command line holds its source
 
 # Programs expected to stop on their own get a generous wall limit (no flaky timeouts on a loaded
 # machine); the ones that never stop get a short one.
@@ -22,37 +25,83 @@ EXPECT_42 = {"kind": "stdio", "cases": [{"input": "", "output": "42"}]}
 
 
 @pytest.fixture(params=["bwrap", "unshare"])
-def sandbox(request):
+def backend(request):
+    return request.param
+
+
+@pytest.fixture(params=["zygote", "oneshot"])
+def sandbox(request, backend):
     try:
-        sandbox = Sandbox(request.param)
+        sandbox = Sandbox(backend, mode=request.param)
     except SandboxUnavailable as exc:
         pytest.skip(str(exc))
-    assert sandbox.backend == request.param
+    assert (sandbox.backend, sandbox.mode) == (backend, request.param)
     yield sandbox
-    assert_nothing_left_running()
+    assert_nothing_left_running(sandbox)
+    wrappers = sandbox.zygote_pids()
+    sandbox.close()
+    assert [pid for pid in wrappers if Path(f"/proc/{pid}").exists()] == []  # closing stops the zygotes
 
 
-def sandbox_processes() -> list[str]:
-    """Processes still running as the sandbox user (only meaningful when we run as root)."""
-    found = []
+def sandbox_processes() -> dict[int, tuple[int, str]]:
+    """Processes running as the sandbox user (only meaningful when we run as root): pid -> (ppid, name)."""
+    found = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         try:
-            text = status.read_text()
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
         except OSError:
             continue
-        uid_line = next(line for line in text.splitlines() if line.startswith("Uid:"))
-        if int(uid_line.split()[1]) == NOBODY:
-            found.append(f"{status.parent.name}: {text.splitlines()[0]}")
+        if int(fields["Uid"].split()[0]) == NOBODY:
+            found[int(status.parent.name)] = (int(fields["PPid"]), fields["Name"].strip())
     return found
 
 
-def assert_nothing_left_running():
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def is_zygote(pid: int) -> bool:
+    try:
+        return ZYGOTE_MARK in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def strays() -> dict[int, str]:
+    """Sandbox-user processes outside every zygote's tree (a zygote, its wrapper and its runs). Other
+    processes on the machine may use the sandbox too: their zygotes are left alone here."""
+    processes = sandbox_processes()
+    zygotes = {pid for pid in processes if is_zygote(pid)}
+    wrappers = {ppid for pid, (ppid, _) in processes.items() if pid in zygotes}
+
+    def in_zygote_tree(pid: int) -> bool:
+        while pid in processes:
+            if pid in zygotes or pid in wrappers:
+                return True
+            pid = processes[pid][0]
+        return False
+
+    return {pid: name for pid, (_, name) in processes.items() if not in_zygote_tree(pid)}
+
+
+def assert_nothing_left_running(*sandboxes: Sandbox):
+    """Our zygotes have no process left, and no sandbox-user process outside a zygote persists
+    (checked only when we run as root; a one-shot run of someone else's may come and go meanwhile)."""
     if os.geteuid() != 0:
         return
-    deadline = time.monotonic() + 2
-    while sandbox_processes() and time.monotonic() < deadline:
+    for sandbox in sandboxes:
+        for wrapper in sandbox.zygote_pids():
+            (zygote,) = children(wrapper)
+            assert children(zygote) == [], "a run left a process in its zygote's namespace"
+    first = strays()
+    deadline = time.monotonic() + 10  # a killed fork bomb's processes take a while to go on a loaded machine
+    while set(first) & set(strays()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sandbox_processes() == []
+    persistent = {pid: name for pid, name in strays().items() if pid in first}
+    assert persistent == {}
 
 
 def run(code: str, sandbox, limits=LIMITS):

@@ -4,7 +4,7 @@ Specs (the Problem record's ``tests``):
 - ``{"kind": "stdio", "cases": [{"input": "...", "output": "..."}]}``: one run per case, stdout compared
   by ``outputs_match``; score = share of cases passed.
 - ``{"kind": "assert", "code": "<defines check(candidate)>", "entry_point": "<name>"}`` (HumanEval):
-  one run of solution + tests + ``check(entry_point)``.
+  one run of solution + tests, then ``check(entry_point)`` by a harness (stdin is empty for the program).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class BadTestSpec(ValueError):
 
 def _failure(result: RunResult) -> str | None:
     """Reason a run failed for reasons other than its output, or None."""
+    if result.sandbox_error:
+        return "sandbox_error"  # the sandbox failed during the run (logged where it happened)
     if result.timed_out:
         return "timeout"
     if result.output_overflow:
@@ -55,30 +57,43 @@ def run_stdio(source: str, cases: list[dict], sandbox: Sandbox, limits: Limits) 
     return Verdict(True, OK, score=score) if first_failure is None else Verdict(False, first_failure, score=score)
 
 
-# The last line proves check() returned: a program that exits early (sys.exit(0), os._exit(0)) with
-# status 0 never prints the per-run nonce. The nonce is in the file, so code that reads its own source
-# could forge it; this stops accidental and lazy early exits, not a determined adversary.
-_ASSERT_HARNESS = """{source}
+# The harness proves that check() returned by printing a per-run secret after it. The secret comes on
+# stdin and is read before the candidate's code runs, so it is in no file, argument or environment
+# the code could read: neither an early exit with status 0 nor printing every file in reach forges a
+# pass. Code that inspects the interpreter itself (the harness's frame, its memory) could still find
+# it, as such code could also fake equality; that is beyond what a test harness in-process can stop.
+_ASSERT_HARNESS = """\
+import os as _os
+import sys as _sys
 
 
-{tests}
+def _harness():
+    secret = _sys.stdin.buffer.read()
+    namespace = {{"__name__": "__main__", "__file__": {solution!r}, "__builtins__": __builtins__}}
+    with open({solution!r}, "rb") as handle:
+        program = compile(handle.read(), {solution!r}, "exec")
+    exec(program, namespace)
+    namespace["check"](namespace[{entry_point!r}])
+    _sys.stdout.flush()
+    _os.write(1, b"\\n" + secret + b"\\n")
 
 
-check({entry_point})
-print({nonce!r})
+_harness()
 """
+SOLUTION = "solution.py"
 
 
 def run_assert(source: str, spec: dict, sandbox: Sandbox, limits: Limits) -> Verdict:
     tests, entry_point = spec.get("code"), spec.get("entry_point")
     if not isinstance(tests, str) or not isinstance(entry_point, str) or not entry_point.isidentifier():
         raise BadTestSpec("assert spec needs 'code' (str) and 'entry_point' (identifier)")
-    nonce = f"all-tests-passed-{secrets.token_hex(8)}"
-    program = _ASSERT_HARNESS.format(source=source, tests=tests, entry_point=entry_point, nonce=nonce)
-    result = sandbox.run({SCRIPT: program}, SCRIPT, limits=limits)
+    secret = secrets.token_hex(16)
+    program = f"{source}\n\n\n{tests}\n"
+    harness = _ASSERT_HARNESS.format(solution=SOLUTION, entry_point=entry_point)
+    result = sandbox.run({SCRIPT: harness, SOLUTION: program}, SCRIPT, stdin=secret, limits=limits)
     reason = _failure(result)
     if reason == "runtime_error" and "AssertionError" in result.stderr:
         reason = "failed_tests"
-    if reason is None and result.stdout.rstrip().endswith(nonce):
+    if reason is None and result.stdout.rstrip().endswith(secret):
         return Verdict(True, OK, score=1.0)
     return Verdict(False, reason or "exited_early", score=0.0)

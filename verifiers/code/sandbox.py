@@ -1,22 +1,28 @@
-"""Running untrusted Python programs: one fresh sandbox per run.
+"""Running untrusted Python programs sandboxed.
 
-Every run gets: its own session and process group (killed whole at the end), a temporary working
-directory (removed afterwards), an environment built from scratch (no HF_TOKEN or cloud keys from the
-parent), resource limits (CPU, address space, processes, file size, open files; set by util-linux
-``prlimit``), a wall-clock limit, capped stdout/stderr, and no network.
+Every run gets: its own session and process group, a fresh temporary working directory (removed
+afterwards), an environment built from scratch (no HF_TOKEN or cloud keys from the parent), resource
+limits (CPU, address space, processes, file size, open files), a wall-clock limit, capped stdout and
+stderr, no network, and nothing it started left running once it ends.
 
 Backends, strongest first:
-- ``bwrap`` (bubblewrap): read-only root, private /tmp, /dev and /proc, new user/pid/net/ipc namespaces;
-  the kernel kills everything in the pid namespace when the program exits.
-- ``unshare``: new net and pid namespaces (util-linux ``unshare``), same kill-on-exit; the filesystem
-  is the host's, protected only by running as an unprivileged user.
+- ``bwrap`` (bubblewrap): read-only root, private /tmp, /dev and /proc, new user/pid/net/ipc namespaces.
+- ``unshare``: new net and pid namespaces (util-linux ``unshare``); the filesystem is the host's,
+  protected only by running as an unprivileged user.
+
+Modes:
+- ``zygote`` (default): a long-lived process inside the backend's namespaces forks a child per run
+  (verifiers/code/zygote.py); the namespaces and the interpreter start once, not per run.
+- ``oneshot``: a fresh sandbox per run (``prlimit`` + the backend + ``python -I script``), the kernel
+  killing the pid namespace when the program exits. The fallback when a zygote cannot start.
 
 When running as root the program runs as ``nobody`` (65534): root ignores RLIMIT_NPROC, so a fork bomb
 would otherwise be unbounded, and root could write anywhere. That user needs an interpreter it can
 execute, so the sandbox may use the system Python rather than ``sys.executable`` (see ``_interpreter``).
 
-``VERIFIERS_SANDBOX`` picks the backend (auto|bwrap|unshare); ``VERIFIERS_SANDBOX_NETWORK`` decides what a
-missing network namespace is: "require" (default, an error) or "warn" (run anyway, logged once).
+``VERIFIERS_SANDBOX`` picks the backend (auto|bwrap|unshare), ``VERIFIERS_SANDBOX_MODE`` the mode
+(zygote|oneshot); ``VERIFIERS_SANDBOX_NETWORK`` decides what a missing network namespace is: "require"
+(default, an error) or "warn" (run anyway, logged once).
 """
 
 from __future__ import annotations
@@ -24,48 +30,25 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+
+from verifiers.code.run_io import Limits, Pipes, RunResult, clean_env, collect, remove_tree
+from verifiers.code.zygote import Zygote, ZygotePool
 
 log = logging.getLogger(__name__)
 
 NOBODY = 65534
-SANDBOX_DIR = "/tmp/sandbox"  # where bwrap mounts the working directory
-_READ_CHUNK = 65536
-_DRAIN_S = 0.5  # after the program exits, how long its output pipes may take to reach EOF
+SANDBOX_DIR = "/tmp/sandbox"  # where one-shot bwrap mounts the working directory
+_TMPFS_BYTES = 1 << 30  # a zygote's private /tmp (bwrap): bounds what runs can park in memory
 
 
 class SandboxUnavailable(RuntimeError):
     """No backend can give the isolation the settings require."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    wall_s: float = 10.0
-    cpu_s: int = 10
-    memory_mb: int = 1024  # RLIMIT_AS
-    # RLIMIT_NPROC counts threads too, and all processes of the sandbox user: concurrent sandboxes share it.
-    max_processes: int = 64
-    max_file_mb: int = 16  # RLIMIT_FSIZE
-    max_open_files: int = 64
-    max_output_bytes: int = 1 << 20  # per stream; more gets the run killed
-
-
-@dataclass(frozen=True)
-class RunResult:
-    returncode: int | None  # negative: killed by that signal
-    stdout: str
-    stderr: str
-    timed_out: bool = False  # wall clock or CPU limit
-    output_overflow: bool = False
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
 
 
 def _limit_argv(limits: Limits) -> list[str]:
@@ -85,20 +68,6 @@ def _limit_argv(limits: Limits) -> list[str]:
         "--core=0",
         "--",
     ]
-
-
-def _clean_env(home: str) -> dict[str, str]:
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": home,
-        "TMPDIR": home,
-        "LANG": "C.UTF-8",
-        "LC_ALL": "C.UTF-8",
-        # BLAS pools would spend the process limit on threads.
-        "OMP_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-    }
 
 
 def _world_executable(path: str) -> bool:
@@ -130,13 +99,19 @@ def _interpreter(drop_privileges: bool) -> str:
 
 
 class Sandbox:
-    """Runs ``python -I <script>`` in a fresh sandbox. Thread-safe: runs share nothing."""
+    """Runs ``python -I <script>`` sandboxed (see the module doc). Thread-safe: runs share nothing."""
 
-    def __init__(self, backend: str = "auto", require_network_isolation: bool = True):
+    def __init__(self, backend: str = "auto", require_network_isolation: bool = True, mode: str = "zygote"):
+        if mode not in ("zygote", "oneshot"):
+            raise ValueError(f"unknown sandbox mode {mode!r}; use zygote or oneshot")
         self.drop_privileges = os.geteuid() == 0
         self.python = _interpreter(self.drop_privileges)
         self.require_network_isolation = require_network_isolation
+        self.mode = "oneshot"
+        self._pool: ZygotePool | None = None
         self.backend = self._choose(backend)
+        if mode == "zygote" and self.backend != "none":  # a zygote's protection needs its pid namespace
+            self._start_pool()
 
     def _choose(self, wanted: str) -> str:
         if wanted not in ("auto", "bwrap", "unshare"):
@@ -160,15 +135,72 @@ class Sandbox:
         return "none"
 
     def _probe(self, backend: str) -> str | None:
-        """None if the backend works here, else why not."""
+        """None if the backend works here (one-shot), else why not."""
         saved, self.backend = getattr(self, "backend", None), backend
         try:
-            result = self.run({"probe.py": "print('ok')"}, "probe.py", limits=Limits(wall_s=30))
+            return _probe_failure(self.run({"probe.py": "print('ok')"}, "probe.py", limits=Limits(wall_s=30)))
         finally:
             self.backend = saved
-        if result.returncode == 0 and result.stdout.strip() == "ok":
-            return None
-        return (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
+
+    def _start_pool(self) -> None:
+        """Switch to zygote mode if a zygote starts and runs a program here; else stay one-shot."""
+        pool = ZygotePool(self._start_zygote)
+        failure = _probe_failure(pool.run({"probe.py": "print('ok')"}, "probe.py", "", Limits(wall_s=30)))
+        if failure is None:
+            self.mode, self._pool = "zygote", pool
+            return
+        pool.close()
+        log.warning("sandbox zygote unavailable with %s (%s); starting a fresh sandbox per run", self.backend, failure)
+
+    def _start_zygote(self) -> Zygote:
+        python = [self.python, "-I"]
+        if self.backend == "bwrap":
+            argv = [
+                "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+                "--size", str(_TMPFS_BYTES), "--tmpfs", "/tmp",
+                # Every namespace: their setup is paid once per zygote, not per run.
+                "--unshare-all", "--unshare-user", "--disable-userns",
+                # Not --die-with-parent: it ties bwrap to the *thread* that started it, and a pool
+                # thread's exit would take the zygote along. The zygote ends when our socket closes.
+                "--new-session", "--as-pid-1", "--", *python,
+            ]  # fmt: skip
+            config = {"workroot": "/tmp", "wipe": ["/tmp", "/dev/shm"]}
+            # bwrap makes its namespaces unprivileged, so it is started as nobody directly.
+            return Zygote(argv, clean_env("/tmp"), config, NOBODY if self.drop_privileges else None, None)
+        # unshare: the host's filesystem, so the runs' directories live in a host directory of the
+        # zygote's own; --mount-proc so that /proc shows only this namespace's processes.
+        argv = ["unshare", "--net", "--pid", "--ipc", "--uts", "--mount", "--mount-proc", "--fork", "--kill-child"]
+        if self.drop_privileges:
+            argv += ["--", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+        else:
+            # A user namespace gives an unprivileged user the right to make the others. Its "root" must
+            # keep no capability once Python runs (an empty bounding set): with one, a program could
+            # trace the zygote.
+            argv += ["--user", "--map-root-user", "--", "setpriv", "--bounding-set=-all", "--inh-caps=-all"]
+        scratch = tempfile.mkdtemp(prefix="verifier-zygote-")
+        if self.drop_privileges:
+            os.chown(scratch, NOBODY, NOBODY)
+        config = {"workroot": scratch, "wipe": [scratch]}
+        try:
+            return Zygote([*argv, "--no-new-privs", "--", *python], clean_env(scratch), config, None, scratch)
+        except BaseException:
+            remove_tree(scratch)
+            raise
+
+    def zygote_pids(self) -> list[int]:
+        """Host pids of the idle zygotes' wrapper processes (empty in one-shot mode)."""
+        return self._pool.pids() if self._pool else []
+
+    def close(self) -> None:
+        """Stop the zygotes (they also stop on their own when this process exits)."""
+        if self._pool:
+            self._pool.close()
+
+    def run(self, files: dict[str, str], script: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:
+        """Run ``python -I script`` sandboxed in a fresh directory holding ``files``."""
+        if self._pool is not None:
+            return self._pool.run(files, script, stdin, limits)
+        return self._run_oneshot(files, script, stdin, limits)
 
     def _command(self, script: str, workdir: str) -> tuple[list[str], str, dict]:
         python = [self.python, "-I", script]
@@ -185,7 +217,7 @@ class Sandbox:
                 # zombies of uid nobody count against RLIMIT_NPROC.
                 "--as-pid-1", "--", *python,
             ]  # fmt: skip
-            return argv, workdir, _clean_env(SANDBOX_DIR)
+            return argv, workdir, clean_env(SANDBOX_DIR)
         if self.backend == "unshare":
             # --kill-child plus the pid namespace: when the program exits, nothing it started survives.
             argv = ["unshare", "--net", "--pid", "--fork", "--kill-child"]
@@ -193,12 +225,12 @@ class Sandbox:
                 argv += ["--", "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
             else:  # a user namespace gives an unprivileged user the right to make the others
                 argv += ["--user", "--map-root-user"]
-            return [*argv, "--", *python], workdir, _clean_env(workdir)
-        return python, workdir, _clean_env(workdir)
+            return [*argv, "--", *python], workdir, clean_env(workdir)
+        return python, workdir, clean_env(workdir)
 
-    def run(self, files: dict[str, str], script: str, stdin: str = "", limits: Limits = Limits()) -> RunResult:
-        """Write ``files`` into a fresh directory and run ``python -I script`` there."""
+    def _run_oneshot(self, files: dict[str, str], script: str, stdin: str, limits: Limits) -> RunResult:
         workdir = tempfile.mkdtemp(prefix="verifier-sandbox-")
+        pipes = Pipes()
         try:
             for name, text in files.items():
                 with open(os.path.join(workdir, name), "w", encoding="utf-8") as handle:
@@ -216,17 +248,20 @@ class Sandbox:
                 argv,
                 cwd=cwd,
                 env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                stdin=pipes.stdin_r,
+                stdout=pipes.stdout_w,
+                stderr=pipes.stderr_w,
                 start_new_session=True,
                 user=NOBODY if as_nobody else None,
                 group=NOBODY if as_nobody else None,
                 extra_groups=[] if as_nobody else None,
             )
+            pipes.close(*pipes.child_ends())
+            exit_fd = os.pidfd_open(proc.pid)  # does not reap: _kill_group's wait4 still gets the CPU time
             try:
-                stdout, stderr, timed_out, overflow = _communicate(proc, stdin.encode(), limits, start)
+                stdout, stderr, timed_out, overflow = collect(pipes, stdin.encode(), limits, start, exit_fd)
             finally:
+                os.close(exit_fd)
                 cpu_seconds = _kill_group(proc)
             # Wrappers do not report a signal death uniformly (unshare exits 1), so the CPU limit is
             # recognised by the CPU time used, which wait4 reports for the whole waited-for tree.
@@ -244,62 +279,14 @@ class Sandbox:
                 cpu_seconds=cpu_seconds,
             )
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            pipes.close()
+            remove_tree(workdir)
 
 
-def _communicate(proc: subprocess.Popen, stdin: bytes, limits: Limits, start: float) -> tuple[bytes, bytes, bool, bool]:
-    """Feed stdin, collect capped output until the program exits; the caller kills the group.
-
-    Returns (stdout, stderr, timed_out, output_overflow). The exit is watched through a pidfd, which
-    does not reap: _kill_group's wait4 still collects the run's CPU time.
-    """
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    deadline = start + limits.wall_s
-    exit_fd = os.pidfd_open(proc.pid)
-    try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(exit_fd, selectors.EVENT_READ)
-            for stream in buffers:
-                os.set_blocking(stream.fileno(), False)
-                selector.register(stream, selectors.EVENT_READ)
-            pending = memoryview(stdin)
-            if pending:
-                os.set_blocking(proc.stdin.fileno(), False)
-                selector.register(proc.stdin, selectors.EVENT_WRITE)
-            else:
-                proc.stdin.close()
-            exited = False
-            while not exited or any(key.fileobj in buffers for key in selector.get_map().values()):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    # After the exit only a leftover process can hold the pipes open: not a timeout.
-                    return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), not exited, False
-                for key, _ in selector.select(remaining):
-                    if key.fileobj == exit_fd:
-                        exited = True
-                        selector.unregister(exit_fd)
-                        deadline = min(deadline, time.monotonic() + _DRAIN_S)
-                    elif key.fileobj is proc.stdin:
-                        try:
-                            pending = pending[os.write(proc.stdin.fileno(), pending[:_READ_CHUNK]) :]
-                        except BrokenPipeError:  # the program stopped reading: fine
-                            pending = pending[:0]
-                        if not pending:
-                            selector.unregister(proc.stdin)
-                            proc.stdin.close()
-                    else:
-                        chunk = os.read(key.fileobj.fileno(), _READ_CHUNK)
-                        if not chunk:
-                            selector.unregister(key.fileobj)
-                            continue
-                        buffer = buffers[key.fileobj]
-                        buffer += chunk
-                        if len(buffer) > limits.max_output_bytes:
-                            del buffer[limits.max_output_bytes :]
-                            return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False, True
-    finally:
-        os.close(exit_fd)
-    return bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr]), False, False
+def _probe_failure(result: RunResult) -> str | None:
+    if result.returncode == 0 and result.stdout.strip() == "ok":
+        return None
+    return result.sandbox_error or (result.stderr.strip().splitlines() or [f"exit code {result.returncode}"])[-1]
 
 
 def _children(pid: int) -> list[int]:
@@ -340,9 +327,6 @@ def _kill_group(proc: subprocess.Popen) -> float:
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         cpu = usage.ru_utime + usage.ru_stime
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream and not stream.closed:
-            stream.close()
     return cpu
 
 
@@ -352,4 +336,8 @@ def default_sandbox() -> Sandbox:
     network = os.environ.get("VERIFIERS_SANDBOX_NETWORK", "require")
     if network not in ("require", "warn"):
         raise ValueError(f"VERIFIERS_SANDBOX_NETWORK must be 'require' or 'warn', not {network!r}")
-    return Sandbox(os.environ.get("VERIFIERS_SANDBOX", "auto"), require_network_isolation=network == "require")
+    return Sandbox(
+        os.environ.get("VERIFIERS_SANDBOX", "auto"),
+        require_network_isolation=network == "require",
+        mode=os.environ.get("VERIFIERS_SANDBOX_MODE", "zygote"),
+    )

@@ -1,0 +1,1 @@
+"""Curation: dedup (exact and MinHash LSH), decontamination, selection, majority vote and mixing."""

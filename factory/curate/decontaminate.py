@@ -1,0 +1,221 @@
+"""Benchmark decontamination: word n-gram overlap, fuzzy overlap, and normalised exact match.
+
+A text is contaminated by a benchmark item when, after normalisation, it
+- equals the item (exact), or
+- shares at least one word n-gram with it (ngram; s1 and NeMo Curator use 13-grams, open-r1 8-grams), or
+- holds at least `fuzzy_share` of the item's distinct word 4-grams (fuzzy). This catches light
+  rewording of short problems: two edited words in a 22-word problem leave no 13-gram intact, but
+  most 4-grams.
+Normalisation (NFKC, lower case, LaTeX command names dropped, only letters/digits kept, each CJK
+character a word) makes "$\\frac{9}{s}$" and "9/s" the same words.
+
+The index (every benchmark n-gram and 4-gram -> the items holding it) is built once on the driver,
+put in the object store, and read once per worker process by the map_batches function.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from factory.config import DecontamBenchmark, SourceConfig
+from factory.errors import InputError
+
+TEXT_FIELDS = ("problem", "question", "prompt", "input")
+ID_FIELDS = ("id", "idx", "problem_id", "unique_id")
+_LATEX_COMMAND = re.compile(r"\\[a-zA-Z]+")
+_WORD = re.compile(r"[a-z0-9]+|[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+PREVIEW_CHARS = 200
+
+HIT_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("benchmark", pa.string()),
+        ("item_id", pa.string()),
+        ("item", pa.string()),
+        ("kind", pa.string()),  # "exact" | "ngram" | "fuzzy"
+        ("shared_ngrams", pa.int32()),
+        ("overlap", pa.float64()),  # share of the item's distinct 4-grams found in the text
+        ("ngram", pa.string()),  # the first shared n-gram, as evidence
+    ]
+)
+
+
+def words(text: str) -> list[str]:
+    text = unicodedata.normalize("NFKC", text)
+    return _WORD.findall(_LATEX_COMMAND.sub(" ", text).lower())
+
+
+FUZZY_NGRAM = 4
+
+
+def _grams(toks: list[str], n: int) -> set[str]:
+    return {" ".join(toks[i : i + n]) for i in range(len(toks) - n + 1)}
+
+
+@dataclass
+class BenchmarkIndex:
+    n: int
+    exact_match: bool
+    fuzzy_share: float | None = None  # None: no fuzzy rule
+    benchmarks: list[str] = field(default_factory=list)
+    items: list[tuple[int, str, str]] = field(default_factory=list)  # (benchmark index, item id, preview)
+    exact: dict[str, tuple[int, ...]] = field(default_factory=dict)  # normalised text -> items
+    ngrams: dict[str, tuple[int, ...]] = field(default_factory=dict)  # n-gram -> items
+    fuzzy: dict[str, tuple[int, ...]] = field(default_factory=dict)  # 4-gram -> items
+    fuzzy_sizes: list[int] = field(default_factory=list)  # distinct 4-grams per item
+
+    def add(self, benchmark: int, item_id: str, text: str) -> None:
+        item = len(self.items)
+        self.items.append((benchmark, item_id, text[:PREVIEW_CHARS]))
+        toks = words(text)
+        fours = _grams(toks, FUZZY_NGRAM) if self.fuzzy_share is not None else set()
+        self.fuzzy_sizes.append(len(fours))
+        if not toks:
+            return
+        key = " ".join(toks)
+        self.exact[key] = self.exact.get(key, ()) + (item,)
+        for gram in _grams(toks, self.n):
+            self.ngrams[gram] = self.ngrams.get(gram, ()) + (item,)
+        for gram in fours:
+            self.fuzzy[gram] = self.fuzzy.get(gram, ()) + (item,)
+
+    def sizes(self) -> dict[str, int]:
+        counts = dict.fromkeys(self.benchmarks, 0)
+        for bench, _, _ in self.items:
+            counts[self.benchmarks[bench]] += 1
+        return counts
+
+    def match(self, text: str) -> list[dict]:
+        """Hits of one text: per benchmark, its closest item (exact, then most shared n-grams, then overlap)."""
+        toks = words(text or "")
+        shared: dict[int, list] = {}  # item -> [count, first n-gram]
+        for i in range(len(toks) - self.n + 1):
+            gram = " ".join(toks[i : i + self.n])
+            for item in self.ngrams.get(gram, ()):
+                entry = shared.setdefault(item, [0, gram])
+                entry[0] += 1
+        fours: Counter = Counter()
+        if self.fuzzy_share is not None:
+            for gram in _grams(toks, FUZZY_NGRAM):
+                fours.update(self.fuzzy.get(gram, ()))
+        overlap = {item: c / self.fuzzy_sizes[item] for item, c in fours.items()}
+        exact = set(self.exact.get(" ".join(toks), ())) if self.exact_match and toks else set()
+        fuzzy = {item for item, share in overlap.items() if share >= self.fuzzy_share} if self.fuzzy_share is not None else set()
+        best: dict[int, dict] = {}
+        for item in exact | set(shared) | fuzzy:
+            bench, item_id, preview = self.items[item]
+            count, gram = shared.get(item, (0, None))
+            kind = "exact" if item in exact else "ngram" if count else "fuzzy"
+            hit = {"benchmark": self.benchmarks[bench], "item_id": item_id, "item": preview, "kind": kind,
+                   "shared_ngrams": count, "overlap": round(overlap.get(item, 1.0 if kind == "exact" else 0.0), 3),
+                   "ngram": gram}
+            rank = (kind == "exact", count, hit["overlap"])
+            if bench not in best or rank > best[bench][0]:
+                best[bench] = (rank, hit)
+        return [best[b][1] for b in sorted(best)]
+
+
+def benchmark_name(bench: DecontamBenchmark) -> str:
+    if bench.name:
+        return bench.name
+    if bench.hf is not None:
+        return str(bench.hf.get("path", "hf")) + (f"/{bench.hf['name']}" if bench.hf.get("name") else "")
+    path = Path(bench.path)
+    generic = {"test", "train", "validation", "dev", "data"}
+    return path.name if path.is_dir() else (path.parent.name if path.stem in generic else path.stem)
+
+
+def benchmark_files(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_dir():
+        return [path]
+    found = sorted(str(f) for f in p.iterdir() if f.suffix in (".jsonl", ".json", ".parquet"))
+    if not found:
+        raise InputError(f"benchmark folder {path} holds no .jsonl or .parquet file")
+    return found
+
+
+def read_benchmark(bench: DecontamBenchmark) -> list[tuple[str, str]]:
+    """(item id, text) of every item; rows without a text are skipped (they cannot contaminate)."""
+    from factory.ingest import read_raw
+
+    sources = [SourceConfig(hf=bench.hf)] if bench.hf is not None else [SourceConfig(path=f) for f in benchmark_files(bench.path)]
+    items = []
+    for src in sources:
+        for n, (_, row, error) in enumerate(read_raw(src)):
+            if error:
+                continue
+            names = (bench.field,) if bench.field else TEXT_FIELDS
+            text = next((row[k] for k in names if isinstance(row.get(k), str) and row[k].strip()), None)
+            if text is None:
+                continue
+            id_names = (bench.id_field,) if bench.id_field else ID_FIELDS
+            item_id = next((str(row[k]) for k in id_names if row.get(k) is not None), str(n))
+            items.append((item_id, text))
+    if not items:
+        raise InputError(f"benchmark {benchmark_name(bench)}: no item with a text field ({bench.field or TEXT_FIELDS})")
+    return items
+
+
+def build_index(
+    benchmarks: list[DecontamBenchmark], n: int, exact: bool = True, fuzzy_share: float | None = None
+) -> BenchmarkIndex:
+    index = BenchmarkIndex(n=n, exact_match=exact, fuzzy_share=fuzzy_share)
+    for bench in benchmarks:
+        index.benchmarks.append(benchmark_name(bench))
+        for item_id, text in read_benchmark(bench):
+            index.add(len(index.benchmarks) - 1, item_id, text)
+    return index
+
+
+_FETCHED: dict[str, object] = {}
+
+
+def fetch_once(value):
+    """A value broadcast to map_batches as an ObjectRef: fetched once per worker process, then reused."""
+    import ray
+
+    if not isinstance(value, ray.ObjectRef):
+        return value
+    key = value.hex()
+    if key not in _FETCHED:
+        if len(_FETCHED) >= 8:
+            _FETCHED.clear()
+        _FETCHED[key] = ray.get(value)
+    return _FETCHED[key]
+
+
+def contamination_batch(batch: pa.Table, text_columns: list[str], id_column: str, index) -> pa.Table:
+    idx = fetch_once(index)
+    ids = batch.column(id_column).to_pylist()
+    texts = [batch.column(c).to_pylist() for c in text_columns]
+    rows = []
+    for i, row_id in enumerate(ids):
+        seen = set()
+        for column in texts:
+            for hit in idx.match(column[i]):
+                if hit["benchmark"] not in seen:
+                    seen.add(hit["benchmark"])
+                    rows.append({"id": row_id, **hit})
+    return pa.Table.from_pylist(rows, schema=HIT_SCHEMA)
+
+
+def find_contamination(ds, text_columns: list[str], id_column: str, index_ref) -> pa.Table:
+    """Every (row id, benchmark) hit over a Ray dataset; the result is small (hits only)."""
+    import ray
+
+    hits = ds.map_batches(
+        contamination_batch,
+        fn_kwargs={"text_columns": text_columns, "id_column": id_column, "index": index_ref},
+        batch_format="pyarrow",
+        batch_size=1024,
+        num_cpus=0.5,
+    )
+    tables = ray.get(hits.to_arrow_refs())
+    return pa.concat_tables([HIT_SCHEMA.empty_table(), *tables])

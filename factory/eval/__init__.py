@@ -1,0 +1,1 @@
+"""Student evaluation on benchmark files: generation through the teacher engine path, scoring with verifiers."""

@@ -1,0 +1,1 @@
+"""Student fine-tuning: data and loss masks, pre-flight checks, the Ray Train loop, export."""
