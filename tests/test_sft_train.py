@@ -20,7 +20,8 @@ from tests.conftest import MATH_COT, SHARED_DATA
 runner = CliRunner()
 FACTORY = [os.path.join(os.path.dirname(sys.executable), "factory")]  # the console script, as a user runs it
 # 2 workers x 0.5 CPU (CPU_RECIPES.md); long enough for the loss to fall, short enough for CI.
-TRAIN = ["--workers", "2", "--set", "sft.cpus_per_worker=0.5", "--set", "sft.max_length=2048", "--set", "sft.overflow=truncate",
+# Packing is asked for explicitly (its default is off on the CPU), so training on packed rows is covered.
+TRAIN = ["--workers", "2", "--set", "sft.packing=true", "--set", "sft.cpus_per_worker=0.5", "--set", "sft.max_length=2048", "--set", "sft.overflow=truncate",
          "--set", "sft.batch_size=2", "--set", "sft.learning_rate=2e-3", "--set", "sft.logging_steps=1",
          "--set", "sft.warmup_ratio=0"]
 

@@ -61,7 +61,7 @@ def render_model_card(cfg: PipelineConfig, run: RunDir, log: dict) -> str:
         "steps": log["global_step"],
         "workers": log["world_size"],
         "max_length": sft.max_length,
-        "packing": sft.packing,
+        "packing": "on GPUs only (default)" if sft.packing is None else sft.packing,
         "learning_rate": sft.learning_rate,
         "per-worker batch x grad accum": f"{sft.batch_size} x {sft.grad_accum}",
         "loss": "assistant tokens only (think block included)",

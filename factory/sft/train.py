@@ -60,6 +60,7 @@ def strategy_args(sft: SFTConfig) -> dict:
 def trl_args(sft: SFTConfig, output_dir: str, use_gpu: bool) -> dict:
     """Keyword arguments of trl.SFTConfig for these settings; `sft.trl` overrides any of them."""
     bf16 = sft.bf16 if sft.bf16 is not None else use_gpu
+    packing = sft.packing if sft.packing is not None else use_gpu
     args = dict(
         output_dir=output_dir,
         num_train_epochs=sft.epochs,
@@ -75,9 +76,9 @@ def trl_args(sft: SFTConfig, output_dir: str, use_gpu: bool) -> dict:
         use_liger_kernel=sft.liger,
         max_length=sft.max_length,
         # Rows arrive tokenised with their assistant mask (data.py); TRL turns the mask into labels.
-        packing=sft.packing,
+        packing=packing,
         packing_strategy="bfd",  # best-fit packing, padding-free: position_ids mark each sample's start
-        train_sampling_strategy="group_by_length" if sft.group_by_length and not sft.packing else "random",
+        train_sampling_strategy="group_by_length" if sft.group_by_length and not packing else "random",
         save_strategy="steps",
         save_steps=sft.save_steps,
         save_total_limit=sft.keep_checkpoints,
