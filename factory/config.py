@@ -26,7 +26,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class SourceConfig(_Strict):
+class _FileOrHub(_Strict):
+    """Data read from a file (`path`) or a Hugging Face dataset (`hf`): exactly one of the two."""
+
+    @model_validator(mode="after")
+    def _one_origin(self):
+        if (self.path is None) == (self.hf is None):
+            raise ValueError("give exactly one of 'path' or 'hf'")
+        return self
+
+
+class SourceConfig(_FileOrHub):
     """One input of problems (or of finished traces, for `factory verify`)."""
 
     name: str | None = Field(None, description="source name recorded on each row; default: file stem or dataset path")
@@ -44,12 +54,6 @@ class SourceConfig(_Strict):
     # Per-source generation settings over the teacher's (e.g. a direct-answer share of the mixture).
     mode: Literal["reasoning", "direct"] | None = Field(None, description="default: teacher.mode")
     prompt_template: str | None = Field(None, description="user-message template file; default: teacher.prompt_template")
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> "SourceConfig":
-        if (self.path is None) == (self.hf is None):
-            raise ValueError("give exactly one of 'path' or 'hf'")
-        return self
 
 
 class SamplingConfig(_Strict):
@@ -187,7 +191,7 @@ class DedupConfig(_Strict):
     )
 
 
-class DecontamBenchmark(_Strict):
+class DecontamBenchmark(_FileOrHub):
     """A benchmark whose problems must not appear in the training data."""
 
     name: str | None = Field(None, description="default: the folder name for test.jsonl/test.parquet, else the file stem")
@@ -195,12 +199,6 @@ class DecontamBenchmark(_Strict):
     hf: dict[str, Any] | None = Field(None, description="datasets.load_dataset keyword arguments (with split)")
     field: str | None = Field(None, description="text column; default: the first of problem, question, prompt, input")
     id_field: str | None = Field(None, description="item id column; default: id, idx, problem_id, unique_id, else the row number")
-
-    @model_validator(mode="after")
-    def _one_origin(self) -> "DecontamBenchmark":
-        if (self.path is None) == (self.hf is None):
-            raise ValueError("give exactly one of 'path' or 'hf'")
-        return self
 
 
 class DecontaminateConfig(_Strict):
