@@ -214,7 +214,7 @@ def run_pipeline(cfg: PipelineConfig, address: str | None = None, progress: Prog
         generate_stage(cfg, run, problems, address, progress)
     if "verify" in cfg.stages:
         verify_stage(cfg, run, address, progress)
-        if cfg.teacher.until_accepted:
+        if cfg.teacher.until_accepted and "generate" in cfg.stages:  # rounds generate more samples
             rejection_rounds(
                 cfg, run, problems,
                 lambda short, first_idx: generate_stage(cfg, run, short, address, progress, first_idx),
