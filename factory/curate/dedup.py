@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 256  # ~5 MB of 20 KB traces per map_batches call
 NUM_CPUS = 0.5  # fractional, so reads and writes of the same dataset keep running beside it (CPU_RECIPES)
+ROWS_PER_PARTITION = 2000  # candidate rows per shuffle partition of the exact check
 VERIFY_MODES = ("exact", "estimate", "none")
 # When pairs are verified, the LSH only proposes candidates, so its banding leans to recall (misses ~2%
 # of pairs right at the threshold, far fewer above it); verification removes the false positives.
@@ -342,7 +343,9 @@ def near_duplicates(
             batch_size=BATCH_SIZE,
             num_cpus=NUM_CPUS,
         )
-        edges = tagged.groupby("group").map_groups(
+        # Ray's default of 200 shuffle partitions made the check most of the time on small inputs.
+        partitions = min(200, 1 + len(group) // ROWS_PER_PARTITION)
+        edges = tagged.groupby("group", num_partitions=partitions).map_groups(
             verify_group, fn_kwargs={"threshold": threshold, "ngram": ngram}, batch_format="numpy", num_cpus=NUM_CPUS
         )
         found = list(edges.iter_batches(batch_size=None, batch_format="numpy"))
