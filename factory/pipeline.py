@@ -110,7 +110,7 @@ def verify_stage(cfg: PipelineConfig, run: RunDir, address: str | None, progress
     import ray
 
     from factory.runtime import init_ray
-    from factory.stages.verify import run_verify
+    from factory.stages.verify import run_verify, unverified
 
     inputs = run.marker("input_traces") if traces is not None else run.parts("generate")
     if not inputs:
@@ -120,14 +120,16 @@ def verify_stage(cfg: PipelineConfig, run: RunDir, address: str | None, progress
         progress("verify: already done with these settings")
         return
     init_ray(address)
-    if traces is not None:
-        ds = ray.data.from_arrow(table(traces, TRACE_SCHEMA))
-    else:
-        ds = ray.data.read_parquet(run.parts("generate"), filesystem=run.fs)
     with stats.timed(run, "verify") as entry:
-        entry.update(run_verify(cfg.verify, run, ds))
+        if traces is not None:
+            entry.update(run_verify(cfg.verify, run, ray.data.from_arrow(table(traces, TRACE_SCHEMA))))
+        else:
+            settings_key = fingerprint(cfg.verify.model_dump())
+            todo = unverified(run, settings_key, inputs)
+            ds = ray.data.read_parquet(todo, filesystem=run.fs) if todo else None
+            entry.update(run_verify(cfg.verify, run, ds, settings_key, todo))
         run.mark_done("verify", fp)
-    progress(f"verify: {entry['out']} of {entry['in']} traces accepted")
+    progress(f"verify: {entry['out']} of {entry['in']} traces accepted ({entry['verified_now']} verified in this run)")
 
 
 def curate_stage(cfg: PipelineConfig, run: RunDir, address: str | None, progress: Progress, inputs: list[str] | None = None) -> None:

@@ -76,13 +76,17 @@ class RunDir:
         self.fs.mv(tmp, target)
         return target
 
-    def parts(self, stage: str) -> list[str]:
+    def ls(self, rel: str) -> list[str]:
+        """Paths in a folder (none when it does not exist), listed afresh."""
         # Ray workers write stage folders from other processes; an object store's listing cache here
         # (s3fs, gcsfs) would not see their files.
-        self.fs.invalidate_cache(self.path(stage))
-        if not self.exists(stage):
+        self.fs.invalidate_cache(self.path(rel))
+        if not self.exists(rel):
             return []
-        return sorted(p for p in self.fs.ls(self.path(stage), detail=False) if p.endswith(".parquet"))
+        return sorted(self.fs.ls(self.path(rel), detail=False))
+
+    def parts(self, stage: str) -> list[str]:
+        return [p for p in self.ls(stage) if p.endswith(".parquet")]
 
     def read_stage(self, stage: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
         parts = self.parts(stage)

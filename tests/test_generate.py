@@ -190,15 +190,15 @@ def rounds_run(tmp_path_factory):
         rejection_rounds(cfg, run, problems, gen, lambda: verify_stage(cfg, run, None, messages.append), messages.append)
 
     pipeline()
-    first_asked = list(asked)
+    first_asked, first_messages = list(asked), list(messages)
     asked.clear()
     messages.clear()
     pipeline()  # the same pipeline again: a resumed run
-    return run, problems, first_asked, list(asked), list(messages)
+    return run, problems, first_asked, list(asked), list(messages), first_messages
 
 
 def test_rounds_sample_again_only_problems_short_of_k(rounds_run):
-    run, problems, asked, _, _ = rounds_run
+    run, problems, asked, _, _, _ = rounds_run
     verified = run.read_stage("verify").to_pylist()
     generated = run.read_stage("generate", schema=TRACE_SCHEMA)
     assert len(verified) == len(generated) == sum(asked)  # verify covers every round's traces
@@ -218,8 +218,42 @@ def test_rounds_sample_again_only_problems_short_of_k(rounds_run):
     assert asked[0] == 80 and len(asked) == 3 and asked[1] > asked[2] > 0
 
 
+def test_each_round_verifies_only_its_new_traces(rounds_run):
+    import re
+
+    run, _, asked, _, _, messages = rounds_run
+    verified_now = [int(re.search(r"\((\d+) verified in this run\)", m).group(1)) for m in messages if m.startswith("verify: ")]
+    assert verified_now == asked  # 80, then each round's samples alone
+    keys = run.read_stage("verify", columns=["trace_key"]).column("trace_key").to_pylist()
+    assert len(keys) == len(set(keys)) == sum(asked)
+
+
+def test_verify_drops_an_increment_a_kill_left_unrecorded(rounds_run, tmp_path):
+    import shutil
+
+    from factory.pipeline import verify_stage
+    from factory.stages.verify import INCREMENTS
+
+    run = RunDir(str(tmp_path / "copy"))
+    shutil.copytree(rounds_run[0].uri, run.uri)
+    recorded = run.read_json(INCREMENTS)
+    last = list(recorded["increments"])[-1]
+    stray = [p for p in run.parts("verify") if p.rsplit("/", 1)[-1].startswith(last + "--")]
+    # As if killed after moving the last round's files in but before recording them.
+    del recorded["increments"][last]
+    run.write_json(INCREMENTS, recorded)
+    (tmp_path / "copy" / "verify" / "_SUCCESS").unlink()
+    cfg = load_config(overrides=["verify.require_think=false", "verify.language.enabled=false"], run_dir=run.uri)
+    messages: list[str] = []
+    verify_stage(cfg, run, None, messages.append)
+    assert stray and not any(run.exists("verify", p.rsplit("/", 1)[-1]) for p in stray)
+    keys = run.read_stage("verify", columns=["trace_key"]).column("trace_key").to_pylist()
+    assert len(keys) == len(set(keys)) == len(run.read_stage("generate", schema=TRACE_SCHEMA))
+    assert f"({rounds_run[2][-1]} verified in this run)" in messages[-1]  # the last round's traces, again
+
+
 def test_rounds_resume_without_new_samples(rounds_run):
-    _, _, _, asked_again, messages = rounds_run
+    _, _, _, asked_again, messages, _ = rounds_run
     assert asked_again == []  # every sample of every round is on disk: the engine is never asked
     assert sum("verify: already done" in m for m in messages) == 3
 

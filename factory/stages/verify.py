@@ -7,16 +7,20 @@ batches and applies the pipeline's acceptance policy.
 from __future__ import annotations
 
 import json
+import posixpath
+import uuid
 from collections import Counter
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from factory.config import VerifyConfig
 from factory.records import VERIFIED_SCHEMA, VERIFIERS, table
 from factory.stats import reasons
-from factory.storage import RunDir
+from factory.storage import SUCCESS, RunDir
 
 STAGE = "verify"
+INCREMENTS = f"{STAGE}/_INCREMENTS.json"  # which generate part files verify/ covers; see `unverified`
 BATCH_SIZE = 256
 
 
@@ -104,18 +108,62 @@ def verify_batch(batch: pa.Table, settings: VerifyConfig) -> pa.Table:
     return table(verify_rows(batch.to_pylist(), settings), VERIFIED_SCHEMA)
 
 
-def run_verify(settings: VerifyConfig, run: RunDir, ds) -> dict:
-    """Verify a Ray dataset of traces into run_dir/verify; returns the stage's stats entry."""
-    run.reset_stage(STAGE)  # a half-written verify is cheaper to redo than to reconcile
-    verified = ds.map_batches(
-        verify_batch,
-        fn_kwargs={"settings": settings},
-        batch_format="pyarrow",
-        batch_size=BATCH_SIZE,
-        num_cpus=settings.processes,
-    )
-    verified.write_parquet(run.path(STAGE), filesystem=run.fs, compression="zstd")
-    return summarize(run)
+def unverified(run: RunDir, settings_key: str, parts: list[str]) -> list[str]:
+    """The generate part files that verify/ does not cover yet under these settings.
+
+    verify/ grows by increments, so a rejection-sampling round or a re-run after more generation
+    verifies only the new traces (at 600K traces a full pass is the cost of a whole round). An
+    increment is written aside, moved in under its own name prefix, and only then recorded in
+    _INCREMENTS.json: files of an increment a kill left unrecorded are removed here. Other settings,
+    or a generate part that is gone, start verify/ over.
+    """
+    record = run.read_json(INCREMENTS)
+    names = [posixpath.basename(p) for p in parts]
+    done = {n for covered in (record or {}).get("increments", {}).values() for n in covered}
+    if record is None or record["settings"] != settings_key or not done <= set(names):
+        run.reset_stage(STAGE)
+        return parts
+    for path in run.ls(STAGE):
+        name = posixpath.basename(path)
+        if name.startswith("_inc-") or (name.endswith(".parquet") and name.partition("--")[0] not in record["increments"]):
+            run.fs.rm(path, recursive=True)
+    return [p for p, n in zip(parts, names) if n not in done]
+
+
+def run_verify(settings: VerifyConfig, run: RunDir, ds, settings_key: str | None = None,
+               parts: list[str] | None = None) -> dict:
+    """Verify a Ray dataset of traces into run_dir/verify as one increment; returns the stage's stats entry.
+
+    `parts`: the generate part files ds reads (from `unverified`), recorded as covered, with
+    `settings_key`. Without them (traces from --input) verify/ is replaced and nothing is recorded.
+    """
+    if parts is None:
+        run.reset_stage(STAGE)
+    elif run.exists(STAGE, SUCCESS):  # verify/ is being changed: not a finished stage until marked again
+        run.fs.rm(run.path(STAGE, SUCCESS))
+    increment = uuid.uuid4().hex[:12]
+    aside = f"{STAGE}/_inc-{increment}"  # "_": readers of verify/ skip it
+    if parts is None or parts:
+        verified = ds.map_batches(
+            verify_batch,
+            fn_kwargs={"settings": settings},
+            batch_format="pyarrow",
+            batch_size=BATCH_SIZE,
+            num_cpus=settings.processes,
+        )
+        verified.write_parquet(run.path(aside), filesystem=run.fs, compression="zstd")
+    new = 0
+    written = run.parts(aside)
+    for path in written:
+        new += pq.ParquetFile(path, filesystem=run.fs).metadata.num_rows
+        run.fs.mv(path, run.path(STAGE, f"{increment}--{posixpath.basename(path)}"))
+    if written:
+        run.reset_stage(aside)
+    if parts is not None:
+        record = run.read_json(INCREMENTS) or {"settings": settings_key, "increments": {}}
+        record["increments"][increment] = [posixpath.basename(p) for p in parts]
+        run.write_json(INCREMENTS, record)
+    return {**summarize(run), "verified_now": new}
 
 
 def summarize(run: RunDir) -> dict:
