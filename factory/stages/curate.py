@@ -194,11 +194,12 @@ def _losers(exact: dict, near: dict, size: dict[str, int], keep: str, group: dic
 def response_duplicates(ds, d: DedupConfig, size: dict[str, int], group: dict[str, str]) -> tuple[set, set]:
     """Duplicate completions among the rows of ds (trace_key, completion), through the dedup engine on Ray.
 
-    ds is materialized once (texts of the live traces, spilled to disk by Ray when large) so the exact
-    and near passes do not each read the Parquet files again."""
+    Each pass streams the texts from the Parquet files again rather than materializing them once: the
+    live traces' texts would sit in Ray's object store, which grows with the corpus (~20 KB a trace, 10 GB
+    at 600K traces, then spilled to disk), while what the passes keep is ~0.7 KB a trace
+    (bench/bench_curate_scale.py)."""
     from factory.curate.dedup import exact_duplicates, near_duplicates
 
-    ds = ds.materialize()
     exact = exact_duplicates(ds, text_column="completion", id_column="trace_key").representative if d.exact else {}
     near = {}
     if d.near:
