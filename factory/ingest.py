@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from factory.config import SourceConfig
 from factory.errors import ConfigError, InputError
 from factory.records import problem_id, trace_key
+from factory.teacher.prompts import MODES
 
 # Record field -> input columns tried in order, unless the source maps the field itself.
 DEFAULT_FIELDS = {
@@ -196,11 +197,15 @@ def to_trace(raw: dict, src: SourceConfig, name: str, sample_counts: dict[str, i
     sample_counts[pid] = max(sample_counts.get(pid, 0), sample_idx + 1)
     teacher = raw.get("teacher") if isinstance(raw.get("teacher"), str) else "external"
     sampling = raw.get("sampling") if isinstance(raw.get("sampling"), str) else "{}"
+    mode = raw.get("mode") or "reasoning"
+    if mode not in MODES:
+        raise RowError("unknown_mode")
     row.update(
         sample_idx=sample_idx,
         teacher=teacher,
         sampling=sampling,
-        trace_key=raw.get("trace_key") or trace_key(pid, sample_idx, teacher, None, json.loads(sampling)),
+        mode=mode,
+        trace_key=raw.get("trace_key") or trace_key(pid, sample_idx, teacher, None, json.loads(sampling), mode),
         prompt=raw.get("prompt") if isinstance(raw.get("prompt"), str) else None,
         completion=completion,
         finish_reason=raw.get("finish_reason") if isinstance(raw.get("finish_reason"), str) else None,

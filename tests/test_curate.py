@@ -36,6 +36,8 @@ def curated(tmp_path_factory, math_cot_traces):
             planted.append({**r, "problem_id": "plant-aime", "problem": reword(aime["problem"])})
         if r["problem_id"] == "math-2":  # one problem stated twice
             planted.append({**r, "problem_id": "dup-2"})
+        if r["problem_id"] == "math-4":  # the same problem again, answered in the other mode: not a duplicate
+            planted.append({**r, "problem_id": "direct-4", "mode": "direct"})
     tmp = tmp_path_factory.mktemp("curate")
     inputs = tmp / "traces.jsonl"
     inputs.write_text("".join(json.dumps(r) + "\n" for r in rows + planted))
@@ -67,7 +69,7 @@ def test_curated_rows_are_marked_and_capped_per_problem(curated):
     rows = _read(run_dir, "curate")
     verified = _read(run_dir, "verify")
     assert rows and all(r["accepted"] and r["reject_reason"] is None for r in rows)
-    assert {r["mode"] for r in rows} == {"reasoning"}
+    assert {r["problem_id"] for r in rows if r["mode"] == "direct"} == {"direct-4"}
     per_problem = Counter(r["problem_id"] for r in rows if not r["journey"])
     assert max(per_problem.values()) == 4
     # pass_rate: the share of the problem's samples that were right (verify, or the vote for hidden ones).
@@ -116,6 +118,7 @@ def test_problem_stated_twice_keeps_one_copy(curated):
     assert ("math-2" in pids) != ("dup-2" in pids)
     stats = json.loads((run_dir / "stats.json").read_text())["curate"]
     assert stats["dedup"]["problems"]["exact"] == 1
+    assert {"math-4", "direct-4"} <= pids  # one problem in two modes is two samples, not a duplicate
 
 
 def test_journey_samples_correct_a_wrong_attempt(curated):
@@ -141,8 +144,9 @@ def test_counts_add_up_and_shortfalls_are_reported(curated):
     rejects = [json.loads(line) for line in (run_dir / "rejects" / "curate.jsonl").open()]
     assert Counter(r["reason"] for r in rejects) == Counter(stats["rejected"])
     assert {"selection", "contaminated", "exact_dup_problem"} <= set(stats["rejected"])
+    direct = sum(r["mode"] == "direct" for r in rows)
     assert stats["mix"]["short"] == [{"mode": "direct", "domain": "*", "unit": "rows", "target": 50,
-                                      "available": 0, "taken": 0, "short_by": 50}]
+                                      "available": direct, "taken": direct, "short_by": 50 - direct}]
     assert "mix target direct/* fell short" in output
 
 
@@ -162,7 +166,7 @@ def test_rerun_skips_and_shard_reads_curate(curated):
     changed = runner.invoke(app, ["curate", "-p", str(pipeline), "--run-dir", str(run_dir), "--set", "curate.mix.targets.reasoning=1",
                                   "--set", "curate.dedup.responses=false"])
     assert changed.exit_code == 0 and "already done" not in changed.output, changed.output
-    assert len(_read(run_dir, "curate")) == 1
+    assert sum(r["mode"] == "reasoning" for r in _read(run_dir, "curate")) == 1
 
 
 def test_bad_curate_setting_fails_before_ray_starts(tmp_path):

@@ -221,6 +221,25 @@ def problem_duplicates(problems: pa.Table, d: DedupConfig, size: dict[str, int])
     return _losers(exact, near, size, d.keep)
 
 
+def duplicate_problems_per_mode(t: "Traces", problems: pa.Table, d: DedupConfig) -> dict[tuple[str, str], str]:
+    """(problem_id, mode) -> exact_dup_problem | near_dup_problem, for the copies of a problem stated twice.
+
+    Within one mode only: a problem answered with reasoning by one source and directly by another
+    (R1's non-reasoning share) is two samples, not a duplicate.
+    """
+    modes: dict[str, set[str]] = defaultdict(set)
+    for i in t.live:
+        modes[t.col["problem_id"][i]].add(t.col["mode"][i])
+    size = dict(zip(problems.column("problem_id").to_pylist(), pc.utf8_length(problems.column("problem")).to_pylist()))
+    found: dict[tuple[str, str], str] = {}
+    for mode in sorted({m for ms in modes.values() for m in ms}):
+        group = problems.filter(pc.is_in(problems.column("problem_id"), pa.array([p for p, ms in modes.items() if mode in ms], pa.string())))
+        if group.num_rows > 1:
+            exact, near = problem_duplicates(group, d, size)
+            found.update({(p, mode): "exact_dup_problem" for p in exact} | {(p, mode): "near_dup_problem" for p in near})
+    return found
+
+
 def distinct_problems(paths: list[str], fs, wanted: set[str]) -> pa.Table:
     """(problem_id, problem) once per wanted problem: two columns read part by part, no trace text."""
     seen: dict[str, str] = {}
@@ -416,12 +435,17 @@ def run_curate(cfg: PipelineConfig, run: RunDir, paths: list[str], fs, progress)
 
     # 1. Problems stated twice (across sources); 2. benchmark contamination. Both drop whole problems.
     problems = distinct_problems(paths, fs, {t.col["problem_id"][i] for i in t.live})
-    gone: dict[str, str] = {}
+    gone: dict[str, str] = {}  # problem_id -> why all its traces leave
     if dedup_on and d.problems and problems.num_rows > 1:
-        size = dict(zip(problems.column("problem_id").to_pylist(), pc.utf8_length(problems.column("problem")).to_pylist()))
-        exact, near = problem_duplicates(problems, d, size)
-        gone.update({p: "exact_dup_problem" for p in exact} | {p: "near_dup_problem" for p in near})
-        entry["dedup"] = {"problems": {"exact": len(exact), "near": len(near)}}
+        found = duplicate_problems_per_mode(t, problems, d)
+        entry["dedup"] = {"problems": {"exact": sum(r == "exact_dup_problem" for r in found.values()),
+                                       "near": sum(r == "near_dup_problem" for r in found.values())}}
+        for i in sorted(t.live):
+            if (reason := found.get((t.col["problem_id"][i], t.col["mode"][i]))) is not None:
+                t.drop([i], reason)
+        # A problem left with no trace in any mode is gone: decontamination need not look at it.
+        gone.update({pid: reason for (pid, _), reason in found.items()
+                     if all(i in t.removed or i not in t.live for i in t.rows_of[pid])})
     if index is not None:
         entry["decontamination"] = decontaminate_step(t, problems, gone, deco, index, index_ref, hit_fields, run)
     else:
