@@ -27,6 +27,19 @@ STAGE = "dataset"
 MIB = 1 << 20
 ORDER = [("problem_id", "ascending"), ("sample_idx", "ascending"), ("trace_key", "ascending")]
 SFT_BATCH = 4096  # rows turned into SFT rows at a time
+# What shard reads of verify/ or curate/: not the reasoning/response split, the prompt or the verdicts,
+# which at R1 lengths are about half the bytes of a stage.
+INPUT_COLUMNS = ["problem_id", "sample_idx", "trace_key", "accepted", "source", "domain", "answer", "teacher",
+                 "sampling", "problem", "completion", "prompt_tokens", "completion_tokens", "pass_rate"]
+
+
+def read_input(run: RunDir, stage: str) -> pa.Table:
+    """The columns shard uses, of every part file of `stage` (pass_rate exists only in curate/)."""
+    parts = run.parts(stage)
+    if not parts:
+        return run.read_stage(stage)  # names the missing folder
+    present = set(pq.read_schema(parts[0], filesystem=run.fs).names)
+    return run.read_stage(stage, columns=[c for c in INPUT_COLUMNS if c in present])
 
 
 def verifier_versions() -> str:
