@@ -56,6 +56,8 @@ def test_engines_get_vllms_offline_batch_limits(tiny_qwen2):
     cfg = load_config(overrides=[f"teacher.model={tiny_qwen2}"])
     cpu = engine_kwargs(cfg.teacher, on_cpu=True)
     assert (cpu["max_num_seqs"], cpu["max_num_batched_tokens"], cpu["disable_log_stats"]) == (seqs, tokens, True)
+    served = engine_kwargs(cfg.teacher, on_cpu=True, offline=False)  # serve-teacher keeps vLLM's server defaults
+    assert not {"max_num_seqs", "max_num_batched_tokens", "disable_log_stats"} & set(served)
     # Enough batches in flight for 4x the engine's sequences.
     assert processor_kwargs(cfg.teacher, on_cpu=True)["max_concurrent_batches"] == max(8, 4 * -(-seqs // 256))
     # Keys the user sets win.

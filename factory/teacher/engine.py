@@ -44,11 +44,14 @@ def offline_batch_defaults(teacher: TeacherConfig, on_cpu: bool) -> dict:
     return {"max_num_seqs": seqs[ctx], "max_num_batched_tokens": tokens[ctx]} if ctx in seqs and ctx in tokens else {}
 
 
-def engine_kwargs(teacher: TeacherConfig, on_cpu: bool) -> dict:
-    # No per-step engine statistics, as in `vllm.LLM`: the stage reports rows, tokens/s and time left
-    # itself. `teacher.engine.disable_log_stats: false` brings back vLLM's stats lines and its
-    # metrics on Ray's Prometheus endpoint.
-    kwargs: dict = {"disable_log_stats": True, **offline_batch_defaults(teacher, on_cpu)}
+def engine_kwargs(teacher: TeacherConfig, on_cpu: bool, offline: bool = True) -> dict:
+    """vLLM engine arguments; `offline`: for batch generation (the stage), not for a server (serve-teacher)."""
+    kwargs: dict = {}
+    if offline:
+        # No per-step engine statistics, as in `vllm.LLM`: the stage reports rows, tokens/s and time
+        # left itself. `teacher.engine.disable_log_stats: false` brings back vLLM's stats lines and
+        # its metrics on Ray's Prometheus endpoint.
+        kwargs = {"disable_log_stats": True, **offline_batch_defaults(teacher, on_cpu)}
     if on_cpu:
         kwargs.update(CPU_ENGINE_DEFAULTS)
         model_max = _model_max_len(teacher)

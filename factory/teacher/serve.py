@@ -43,7 +43,7 @@ def llm_config(cfg: PipelineConfig, on_cpu: bool):
         kwargs["accelerator_type"] = teacher.accelerator_type
     return LLMConfig(
         model_loading_config={"model_id": served_name(cfg), "model_source": teacher.model},
-        engine_kwargs=engine_kwargs(teacher, on_cpu),
+        engine_kwargs=engine_kwargs(teacher, on_cpu, offline=False),  # a server keeps vLLM's serving defaults
         deployment_config=deployment,
         placement_group_config={"bundles": bundles, "strategy": teacher.placement_strategy},
         runtime_env={"env_vars": engine_env(on_cpu)},
