@@ -103,7 +103,8 @@ def concurrent_batches(teacher: TeacherConfig, on_cpu: bool) -> int:
 
     from vllm.config import SchedulerConfig
 
-    seqs = engine_kwargs(teacher, on_cpu).get("max_num_seqs", SchedulerConfig.DEFAULT_MAX_NUM_SEQS)
+    seqs = (teacher.engine.get("max_num_seqs") or offline_batch_defaults(teacher, on_cpu).get("max_num_seqs")
+            or SchedulerConfig.DEFAULT_MAX_NUM_SEQS)
     return max(8, 4 * math.ceil(seqs / teacher.batch_size))
 
 
