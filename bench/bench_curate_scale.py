@@ -19,8 +19,8 @@ Measured per step, sampled every 0.5 s: wall time; the peak memory of the step's
 and Ray's GCS, raylet and workers it started): summed RSS, and summed PSS, which counts a page shared by
 several processes (Ray's object store in /dev/shm) once; and the peak of the machine's used memory
 (total - available, which includes /dev/shm) above what it was before the step. The machine is shared:
-the system figure includes the neighbours' changes, the tree figures do not. Shard is skipped (and said
-so) where its estimated need exceeds the free memory: it holds curate/'s columns it uses whole, ~2.2 times over.
+the system figure includes the neighbours' changes, the tree figures do not. Shard sorts out of core
+(one problem_id range at a time), so its memory should stay near-flat as the corpus grows.
 
 Planted near copies have 1-10% of their words edited; only those whose word 5-gram Jaccard stays at or
 above the 0.8 threshold (about half) are near duplicates by definition, so curate removes about half.
@@ -56,8 +56,6 @@ GENERATOR = "curate-scale-v2"  # bump when the corpus below changes: a built cor
 SAMPLES = 4  # teacher.sampling.n of pipelines/r1_distill.yaml
 PART_TRACES = 2000  # traces per verify part file (~80 MB of text before compression)
 ROW_GROUP = 250
-# Shard is run only where it fits: on a shared machine an out-of-memory shard would take neighbours down.
-SHARD_COPIES, SHARD_HEADROOM = 2.2, 0.8  # 3.5 before shard read only its columns (2.3 GB max RSS at 60K)
 TEACHER = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
 SAMPLING = {"n": SAMPLES, "temperature": 0.6, "top_p": 0.95, "max_tokens": 32768}
 PROMPT = "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}."
@@ -346,16 +344,6 @@ class Sampler(threading.Thread):
             self.sample()
 
 
-def shard_need(run_dir: Path) -> float:
-    """Memory `factory shard` will take: it reads curate/ whole, then sorts and converts it (measured: peak
-    PSS about SHARD_COPIES times curate/'s uncompressed bytes, plus the interpreter)."""
-    import pyarrow.parquet as pq
-
-    data = sum(pq.ParquetFile(f).metadata.row_group(g).total_byte_size
-               for f in (run_dir / "curate").glob("*.parquet") for g in range(pq.ParquetFile(f).metadata.num_row_groups))
-    return 0.5e9 + SHARD_COPIES * data
-
-
 def role_of(cmdline: list[str]) -> str:
     """raylet, gcs_server, a Ray worker (process title ray::...), or other (dashboard, log monitor ...)."""
     first = cmdline[0] if cmdline else ""
@@ -498,14 +486,8 @@ def main() -> None:
         print(f"  curate: {curate['wall']:.0f} s, up to {curate['procs']} processes; Ray Data passes (s): "
               f"{ray_passes(run_dir / 'curate.log')}", flush=True)
         print("  curate's peak PSS by process: " + ", ".join(f"{k} {gb(v)} GB" for k, v in sorted(curate["at_peak"].items())))
-        need, free = shard_need(run_dir), psutil.virtual_memory().available
-        if need > SHARD_HEADROOM * free:
-            print(f"  shard SKIPPED: it would need ~{gb(need)} GB (factory/stages/shard.py holds curate/ whole, ~"
-                  f"{SHARD_COPIES:.1f} times its uncompressed size) and {gb(free)} GB are available", flush=True)
-            shard = dict.fromkeys(("wall", "rss", "pss", "driver", "used", "procs"), float("nan"))
-        else:
-            shard = step("shard", pipeline_file, run_dir, run_dir / "shard.log")
-            print(f"  shard:  {shard['wall']:.0f} s, up to {shard['procs']} processes", flush=True)
+        shard = step("shard", pipeline_file, run_dir, run_dir / "shard.log")
+        print(f"  shard:  {shard['wall']:.0f} s, up to {shard['procs']} processes", flush=True)
         stats = json.loads((run_dir / "stats.json").read_text())
         print(f"  {removed(stats)}", flush=True)
         results.append({"n": n, "m": manifest, "curate": curate, "shard": shard, "load": load})
@@ -521,7 +503,7 @@ def main() -> None:
           "sys = peak machine used memory (incl. /dev/shm) above its level before the step (shared machine: noisy)")
     head = (f"{'traces':>8} {'disk GB':>7} {'text GB':>7} | {'curate s':>8} {'PSS GB':>6} {'driver':>6} {'RSS GB':>6} {'sys GB':>6} | "
             f"{'shard s':>7} {'PSS GB':>6} {'RSS GB':>6} {'sys GB':>6} | {'s/1K':>5} {'ratio':>5} {'load':>4}")
-    print(f"(s/1K: curate + shard seconds per 1,000 traces; ratio: against the smallest size, 1.00 = linear; load: "
+    print("(s/1K: curate + shard seconds per 1,000 traces; ratio: against the smallest size, 1.00 = linear; load: "
           "the machine's 1-min load average before curate started)")
     print(head)
     print("-" * len(head))

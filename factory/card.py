@@ -17,6 +17,7 @@ import pyarrow as pa
 import yaml
 
 from factory.config import PipelineConfig
+from factory.records import SFT_SCHEMA
 
 DEFAULT_NAME = "Distilled reasoning traces"
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -103,17 +104,18 @@ def settings_yaml(cfg: PipelineConfig) -> str:
     return yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)
 
 
-def teachers_and_sampling(cfg: PipelineConfig, sft: pa.Table) -> tuple[list[tuple[str, int]], list[dict]]:
+def teachers_and_sampling(cfg: PipelineConfig, teachers: Counter, samplings: set[str], rows: int
+                          ) -> tuple[list[tuple[str, int]], list[dict]]:
     """What the rows themselves record; the pipeline settings when they record nothing."""
-    teachers = Counter(t for t in sft.column("teacher").to_pylist() if t)
-    samplings = sorted({s for s in sft.column("sampling").to_pylist() if s})
     return (
-        teachers.most_common() or [(cfg.teacher.model, sft.num_rows)],
-        [json.loads(s) for s in samplings] or [cfg.teacher.sampling.model_dump()],
+        teachers.most_common() or [(cfg.teacher.model, rows)],
+        [json.loads(s) for s in sorted(samplings)] or [cfg.teacher.sampling.model_dump()],
     )
 
 
-def render_card(cfg: PipelineConfig, stats: dict, sft: pa.Table, splits: dict[str, dict], plots: list[dict]) -> str:
+def render_card(cfg: PipelineConfig, stats: dict, splits: dict[str, dict], plots: list[dict],
+                teachers: Counter, samplings: set[str]) -> str:
+    """`teachers` and `samplings`: what the SFT rows record, counted as they were written."""
     import jinja2
 
     template = resources.files("data_cards").joinpath("dataset_card.md.j2").read_text(encoding="utf-8")
@@ -132,14 +134,15 @@ def render_card(cfg: PipelineConfig, stats: dict, sft: pa.Table, splits: dict[st
         if isinstance(found, dict)
     ]
     deco_settings = ", ".join(f"{k}: {_clip(v, 60)}" for k, v in deco.items() if k != "benchmarks")
-    teachers, samplings = teachers_and_sampling(cfg, sft)
+    total_rows = sum(s["rows"] for s in splits.values())
+    teachers, samplings = teachers_and_sampling(cfg, teachers, samplings, total_rows)
     verify_note = (
         "Math answers checked with Math-Verify against the reference; one well-formed think block "
         f"required: {'yes' if cfg.verify.require_think else 'no'}; traces whose reference could not be "
         f"checked were {'kept' if cfg.verify.math.unverifiable == 'accept' else 'set aside'}."
     )
     return jinja2.Template(template, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True).render(
-        header=card_header(cfg, sft.schema, splits),
+        header=card_header(cfg, SFT_SCHEMA, splits),
         pretty_name=cfg.shard.pretty_name or DEFAULT_NAME,
         teachers=teachers,
         revision=cfg.teacher.revision,
@@ -147,7 +150,7 @@ def render_card(cfg: PipelineConfig, stats: dict, sft: pa.Table, splits: dict[st
         reasoning_prefix=cfg.teacher.reasoning_prefix,
         prompt_template=cfg.teacher.prompt_template and posixpath.basename(cfg.teacher.prompt_template),
         splits=splits,
-        total_rows=sft.num_rows,
+        total_rows=total_rows,
         total_problems=sum(s["problems"] for s in splits.values()),
         first_split=next(iter(splits)),
         stages=stages,

@@ -174,7 +174,7 @@ def shard_input(run: RunDir) -> str:
 
 
 def shard_stage(cfg: PipelineConfig, run: RunDir, progress: Progress, verified: pa.Table | None = None) -> None:
-    from factory.stages.shard import STAGE, read_input, run_shard
+    from factory.stages.shard import STAGE, ShardInput, run_shard
 
     source = shard_input(run) if verified is None else None
     if verified is None:
@@ -187,8 +187,7 @@ def shard_stage(cfg: PipelineConfig, run: RunDir, progress: Progress, verified: 
     if run.is_done(STAGE, fp):
         progress("shard: already done with these settings")
         return
-    verified = read_input(run, source) if verified is None else verified
-    entry = run_shard(cfg, run, verified)
+    entry = run_shard(cfg, run, ShardInput.of_stage(run, source) if verified is None else ShardInput.of_table(verified))
     run.mark_done(STAGE, fp)
     progress(f"shard: {entry['out']} SFT rows in {entry['shards']} shard(s) under {run.path(STAGE)}")
 

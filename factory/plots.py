@@ -17,13 +17,6 @@ from factory.storage import RunDir
 PLOTS_DIR = "plots"
 
 
-def sample_lengths(tbl: pa.Table, tokens: bool) -> list[int | None]:
-    """Tokens per row (prompt + completion), or characters of the assistant turn."""
-    if tokens:
-        return tbl.column("num_tokens").to_pylist()
-    return [len(m[-1]["content"] or "") for m in tbl.column("messages").to_pylist()]
-
-
 def _figure(ncols: int, width: float = 5.0):
     from matplotlib.figure import Figure
 
@@ -50,25 +43,26 @@ def _histograms(ax, groups: dict[str, list], bins, xlabel: str, title: str) -> N
         ax.legend(fontsize="small")
 
 
-def write_plots(run: RunDir, stage: str, by_split: dict[str, pa.Table], pass_rates: pa.Array) -> list[dict]:
-    """Write the card's plots under <stage>/plots/; returns [{title, path}] with paths relative to <stage>."""
+def write_plots(run: RunDir, stage: str, lengths: pa.Table, pass_rates: pa.Array) -> list[dict]:
+    """Write the card's plots under <stage>/plots/; returns [{title, path}] with paths relative to <stage>.
+
+    `lengths` holds split, domain, num_tokens and chars (of the assistant turn) of each SFT row."""
     import numpy as np
 
     plots = []
     # Token counts when the traces carried them (traces brought with --input may not).
-    tokens = any(tbl.column("num_tokens").null_count < tbl.num_rows for tbl in by_split.values())
+    tokens = lengths.column("num_tokens").null_count < lengths.num_rows
     unit = "tokens (prompt + completion)" if tokens else "characters of the assistant turn"
-    per_split, per_domain = {}, defaultdict(list)
-    for split, tbl in by_split.items():
-        lengths = sample_lengths(tbl, tokens)
-        per_split[split] = lengths
-        for domain, n in zip(tbl.column("domain").to_pylist(), lengths):
-            per_domain[domain or "unknown"].append(n)
+    values = lengths.column("num_tokens" if tokens else "chars").to_pylist()
+    per_split, per_domain = defaultdict(list), defaultdict(list)
+    for split, domain, n in zip(lengths.column("split").to_pylist(), lengths.column("domain").to_pylist(), values):
+        per_split[split].append(n)
+        per_domain[domain or "unknown"].append(n)
     everything = [n for values in per_split.values() for n in values if n is not None]
     if everything:
         bins = np.histogram_bin_edges(everything, bins=30)
         fig, (left, right) = _figure(2)
-        _histograms(left, per_split, bins, unit, "Sample length per split")
+        _histograms(left, dict(per_split), bins, unit, "Sample length per split")
         _histograms(right, dict(per_domain), bins, unit, "Sample length per domain")
         plots.append({"title": f"Sample length in {unit}", "path": _save(run, stage, "sample_lengths.png", fig)})
     if len(pass_rates):

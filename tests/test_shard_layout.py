@@ -238,3 +238,24 @@ def test_user_turn_uses_the_prompt_template_of_the_rows_source(tmp_path):
     row = pq.read_table(tmp_path / "run" / "dataset" / "data").to_pylist()[0]
     problem = next(r["problem"] for r in _math_cot_rows() if r["trace_key"] == row["trace_key"])
     assert row["messages"][0] == {"role": "user", "content": f"Answer briefly: {problem}"}
+
+
+def test_sort_buckets_do_not_show_in_the_files(tmp_path, monkeypatch):
+    """Shard sorts out of core, a problem_id range at a time; how many ranges it took changes no byte."""
+    from factory.stages import shard
+
+    settings = {"splits": {"train": 0.7, "test": 0.3}, "max_rows_per_shard": 90, "row_group_mb": 0.03}
+    one_entry = build_dataset(tmp_path / "one", math_cot_verified(), **settings)
+    drained = []
+    monkeypatch.setattr(shard, "BUCKET_BYTES", 40_000)  # the 800 rows are about 2 MB
+    drain = shard.drain
+    monkeypatch.setattr(shard, "drain", lambda path, *args: (drained.append(path), drain(path, *args)))
+    many_entry = build_dataset(tmp_path / "many", math_cot_verified(shuffle_seed=3), **settings)
+    assert len(drained) > 20
+    one, many = (sorted((tmp_path / run / "dataset").rglob("*.p*")) for run in ("one", "many"))
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "many") for p in many]
+    for x, y in zip(one, many):
+        assert x.read_bytes() == y.read_bytes(), x.name
+    cards = [header_of((tmp_path / run / "dataset/README.md").read_text()) for run in ("one", "many")]
+    assert cards[0] == cards[1]
+    assert {**one_entry, "seconds": 0} == {**many_entry, "seconds": 0}
