@@ -211,8 +211,8 @@ class DecontaminateConfig(_Strict):
     ngram: int = Field(13, ge=3, description="word n-gram length: one shared n-gram with a benchmark item is a hit")
     exact: bool = Field(True, description="also flag texts equal to a benchmark item after normalisation")
     fuzzy_share: float | None = Field(
-        0.5, gt=0, le=1,
-        description="also flag texts holding this share of a benchmark item's word 4-grams (light rewording); null: off",
+        0.75, gt=0, le=1,
+        description="also flag texts holding this share of a benchmark item's words in its order (light rewording); null: off",
     )
     fields: list[Literal["problem", "response", "completion"]] = Field(
         default_factory=lambda: ["problem"], description="trace text checked: the problem, and optionally the answer"

@@ -27,7 +27,7 @@ def reword(problem: str) -> str:
 
 @pytest.fixture(scope="module")
 def index():
-    return build_index([DecontamBenchmark(path=str(EVAL / b)) for b in ("aime24", "amc23", "minerva_math")], n=13, fuzzy_share=0.5)
+    return build_index([DecontamBenchmark(path=str(EVAL / b)) for b in ("aime24", "amc23", "minerva_math")], n=13, fuzzy_share=0.75)
 
 
 def _bench_items(name):
@@ -53,6 +53,17 @@ def test_planted_benchmark_problems_are_caught_and_clean_ones_pass(index):
     assert index.match("  " + short["problem"].upper() + " ")[0]["kind"] == "exact"
     false_positives = [t for t in train if index.match(t)]
     assert false_positives == []
+
+
+def test_a_short_problem_with_three_words_edited_is_caught_by_alignment(index):
+    item = next(i for i in _bench_items("amc23") if "perfect squares less than" in i["problem"])
+    edited = item["problem"].replace("positive", "then").replace("less ", "").replace("by", "then")
+    assert edited.count("then") == 2 and "less" not in edited
+    hits = index.match(edited)  # no 13-gram and one 4-gram of the item are left
+    assert [(h["benchmark"], h["item_id"], h["kind"]) for h in hits] == [("amc23", str(item["id"]), "fuzzy")]
+    assert 0.75 <= hits[0]["overlap"] < 1
+    ngram_only = build_index([DecontamBenchmark(path=str(EVAL / "amc23"))], n=13, fuzzy_share=None)
+    assert ngram_only.match(edited) == []
 
 
 def test_hits_name_the_shared_ngram(index):

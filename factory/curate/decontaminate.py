@@ -3,9 +3,11 @@
 A text is contaminated by a benchmark item when, after normalisation, it
 - equals the item (exact), or
 - shares at least one word n-gram with it (ngram; s1 and NeMo Curator use 13-grams, open-r1 8-grams), or
-- holds at least `fuzzy_share` of the item's distinct word 4-grams (fuzzy). This catches light
-  rewording of short problems: two edited words in a 22-word problem leave no 13-gram intact, but
-  most 4-grams.
+- holds at least `fuzzy_share` of the item's words in the item's order (fuzzy): difflib's alignment of
+  the two word sequences, computed for the items that share at least a fifth of their word 3-grams with
+  the text. This catches light rewording of short problems, where two or three edited words leave no
+  13-gram intact and few 4-grams, while answer-format boilerplate shared by unrelated problems ("m/n
+  where m and n are relatively prime positive integers") stays far below the share.
 Normalisation (NFKC, lower case, LaTeX command names dropped, only letters/digits kept, each CJK
 character a word) makes "$\\frac{9}{s}$" and "9/s" the same words.
 
@@ -40,7 +42,7 @@ HIT_SCHEMA = pa.schema(
         ("item", pa.string()),
         ("kind", pa.string()),  # "exact" | "ngram" | "fuzzy"
         ("shared_ngrams", pa.int32()),
-        ("overlap", pa.float64()),  # share of the item's distinct 4-grams found in the text
+        ("overlap", pa.float64()),  # share of the item's words found in order in the text (fuzzy rule)
         ("ngram", pa.string()),  # the first shared n-gram, as evidence
     ]
 )
@@ -51,7 +53,7 @@ def words(text: str) -> list[str]:
     return _WORD.findall(_LATEX_COMMAND.sub(" ", text).lower())
 
 
-FUZZY_NGRAM = 4
+CANDIDATE_NGRAM, CANDIDATE_SHARE = 3, 0.2  # which items the fuzzy rule aligns with a text: cheap, generous
 
 
 def _grams(toks: list[str], n: int) -> set[str]:
@@ -67,23 +69,25 @@ class BenchmarkIndex:
     items: list[tuple[int, str, str]] = field(default_factory=list)  # (benchmark index, item id, preview)
     exact: dict[str, tuple[int, ...]] = field(default_factory=dict)  # normalised text -> items
     ngrams: dict[str, tuple[int, ...]] = field(default_factory=dict)  # n-gram -> items
-    fuzzy: dict[str, tuple[int, ...]] = field(default_factory=dict)  # 4-gram -> items
-    fuzzy_sizes: list[int] = field(default_factory=list)  # distinct 4-grams per item
+    candidates: dict[str, tuple[int, ...]] = field(default_factory=dict)  # 3-gram -> items (fuzzy rule)
+    candidate_sizes: list[int] = field(default_factory=list)  # distinct 3-grams per item
+    words: list[list[str]] = field(default_factory=list)  # each item's words, for the alignment
 
     def add(self, benchmark: int, item_id: str, text: str) -> None:
         item = len(self.items)
         self.items.append((benchmark, item_id, text[:PREVIEW_CHARS]))
         toks = words(text)
-        fours = _grams(toks, FUZZY_NGRAM) if self.fuzzy_share is not None else set()
-        self.fuzzy_sizes.append(len(fours))
+        threes = _grams(toks, CANDIDATE_NGRAM) if self.fuzzy_share is not None else set()
+        self.candidate_sizes.append(len(threes))
+        self.words.append(toks if threes else [])
         if not toks:
             return
         key = " ".join(toks)
         self.exact[key] = self.exact.get(key, ()) + (item,)
         for gram in _grams(toks, self.n):
             self.ngrams[gram] = self.ngrams.get(gram, ()) + (item,)
-        for gram in fours:
-            self.fuzzy[gram] = self.fuzzy.get(gram, ()) + (item,)
+        for gram in threes:
+            self.candidates[gram] = self.candidates.get(gram, ()) + (item,)
 
     def sizes(self) -> dict[str, int]:
         counts = dict.fromkeys(self.benchmarks, 0)
@@ -100,13 +104,9 @@ class BenchmarkIndex:
             for item in self.ngrams.get(gram, ()):
                 entry = shared.setdefault(item, [0, gram])
                 entry[0] += 1
-        fours: Counter = Counter()
-        if self.fuzzy_share is not None:
-            for gram in _grams(toks, FUZZY_NGRAM):
-                fours.update(self.fuzzy.get(gram, ()))
-        overlap = {item: c / self.fuzzy_sizes[item] for item, c in fours.items()}
+        overlap = self._aligned(toks) if self.fuzzy_share is not None else {}
         exact = set(self.exact.get(" ".join(toks), ())) if self.exact_match and toks else set()
-        fuzzy = {item for item, share in overlap.items() if share >= self.fuzzy_share} if self.fuzzy_share is not None else set()
+        fuzzy = {item for item, share in overlap.items() if share >= self.fuzzy_share} if overlap else set()
         best: dict[int, dict] = {}
         for item in exact | set(shared) | fuzzy:
             bench, item_id, preview = self.items[item]
@@ -119,6 +119,22 @@ class BenchmarkIndex:
             if bench not in best or rank > best[bench][0]:
                 best[bench] = (rank, hit)
         return [best[b][1] for b in sorted(best)]
+
+    def _aligned(self, toks: list[str]) -> dict[int, float]:
+        """Share of each candidate item's words that line up, in order, with the text's words."""
+        from difflib import SequenceMatcher
+
+        shared: Counter = Counter()
+        for gram in _grams(toks, CANDIDATE_NGRAM):
+            shared.update(self.candidates.get(gram, ()))
+        matcher = SequenceMatcher(autojunk=False)
+        matcher.set_seq2(toks)  # the text's index is built once for all candidates
+        out = {}
+        for item, count in shared.items():
+            if count >= CANDIDATE_SHARE * self.candidate_sizes[item]:
+                matcher.set_seq1(self.words[item])
+                out[item] = sum(block.size for block in matcher.get_matching_blocks()) / len(self.words[item])
+        return out
 
 
 def benchmark_name(bench: DecontamBenchmark) -> str:
