@@ -37,7 +37,7 @@ STAGE = "dataset"
 MIB = 1 << 20
 ORDER = [("problem_id", "ascending"), ("_sample_idx", "ascending"), ("trace_key", "ascending")]
 SFT_BATCH = 4096  # input rows turned into SFT rows at a time
-BUCKET_BYTES = 256 * MIB  # input bytes per sort bucket: what the second pass holds (twice, while sorting)
+BUCKET_BYTES = 128 * MIB  # input bytes per sort bucket: the second pass holds a bucket and its sorted copy
 # What shard reads of verify/ or curate/: not the reasoning/response split, the prompt or the verdicts,
 # which at R1 lengths are about half the bytes of a stage.
 INPUT_COLUMNS = ["problem_id", "sample_idx", "trace_key", "accepted", "source", "domain", "answer", "teacher",
@@ -191,6 +191,8 @@ class SplitWriter:
         self.pending = pa.concat_tables([self.pending, rows])
         while self.pending.num_rows >= self._next_group():
             self._write(self._next_group())
+        # A copy of the rest (less than a row group), so the appended table's buffers can go.
+        self.pending = self.pending.take(pa.array(range(self.pending.num_rows), pa.int64()))
 
     def _next_group(self) -> int:
         in_file = self.written[-1][1] if self.writer else 0
@@ -305,10 +307,14 @@ def route(cfg: PipelineConfig, source: ShardInput, bounds: list[str], tmp: str) 
 def drain(path: str, writers: dict[str, SplitWriter], problems: Counter) -> None:
     """Second pass, one bucket: sorted in memory, its rows appended to their split's writer."""
     with pa.OSFile(path) as f:
-        bucket = pa.ipc.open_file(f).read_all().sort_by(ORDER)
+        bucket = pa.ipc.open_file(f).read_all()
     os.remove(path)
-    for split in pc.unique(bucket.column("_split")).to_pylist():
-        part = bucket.filter(pc.equal(bucket.column("_split"), split)).select(SFT_SCHEMA.names)
+    # One copy per split, taken in sorted order (not a sorted copy, then a filtered one).
+    order = pc.sort_indices(bucket, sort_keys=ORDER)
+    splits = bucket.column("_split").take(order)
+    rows = bucket.select(SFT_SCHEMA.names)
+    for split in pc.unique(splits).to_pylist():
+        part = rows.take(order.filter(pc.equal(splits, split)))
         problems[split] += len(pc.unique(part.column("problem_id")))
         writers[split].append(part)
 
