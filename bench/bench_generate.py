@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 def role(cmdline: list[str], name: str) -> str:
     """What a process is, from its title or command line (Ray and vLLM retitle their processes)."""
     title = " ".join(cmdline) or name
-    for key, label in (("EngineCore", "vLLM engine core"), ("VLLM::Worker", "vLLM worker"), ("vLLMEngineStage", "engine actor (frontend)"),
+    for key, label in (("EngineCor", "vLLM engine core"), ("VLLM::Worker", "vLLM worker"), ("vLLMEngineStage", "engine actor (frontend)"),
                        ("raylet", "raylet"), ("gcs_server", "gcs"), ("dashboard/agent", "dashboard agent"),
                        ("dashboard/dashboard", "dashboard"), ("runtime_env", "runtime env agent"),
-                       ("ray::", "other Ray workers"), ("bench_generate", "driver (bench)")):
+                       ("bench_generate", "driver (bench)")):
         if key in title:
             return label
-    return "other"
+    return (title.split()[0] if title.startswith("ray::") else name)[:40]  # e.g. ray::IDLE, ray::Map(...)
 
 
 class CpuWindow:
@@ -70,10 +70,12 @@ class CpuWindow:
 def print_cpu(windows: dict[str, CpuWindow]) -> None:
     labels = sorted({k for w in windows.values() for k in w.spent}, key=lambda k: -max(w.spent.get(k, 0) for w in windows.values()))
     print("CPU over the steady window, in cores (CPU seconds / wall seconds):")
-    print(f"{'':<26}" + "".join(f"{name:>16}" for name in windows))
+    print(f"{'':<40}" + "".join(f"{name:>16}" for name in windows))
     for label in labels:
-        print(f"{label:<26}" + "".join(f"{w.spent.get(label, 0) / w.seconds:>16.2f}" for w in windows.values()))
-    print(f"{'total':<26}" + "".join(f"{sum(w.spent.values()) / w.seconds:>16.2f}" for w in windows.values()))
+        if max(w.spent.get(label, 0) / w.seconds for w in windows.values()) < 0.005:
+            continue
+        print(f"{label:<40}" + "".join(f"{w.spent.get(label, 0) / w.seconds:>16.2f}" for w in windows.values()))
+    print(f"{'total':<40}" + "".join(f"{sum(w.spent.values()) / w.seconds:>16.2f}" for w in windows.values()))
 
 
 def problems(n: int) -> list[dict]:
