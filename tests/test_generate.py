@@ -65,6 +65,9 @@ def test_engines_get_vllms_offline_batch_limits(tiny_qwen2):
                                  "teacher.engine.disable_log_stats=false", "teacher.batch_size=4"])
     assert (engine_kwargs(own.teacher, on_cpu=True)["max_num_seqs"], engine_kwargs(own.teacher, on_cpu=True)["disable_log_stats"]) == (40, False)
     assert processor_kwargs(own.teacher, on_cpu=True)["max_concurrent_batches"] == 40
+    # Ray Data LLM's engine metrics (per-step stats through Ray's metrics agent) only when asked for.
+    assert (processor_kwargs(cfg.teacher, on_cpu=True)["log_engine_metrics"],
+            processor_kwargs(own.teacher, on_cpu=True)["log_engine_metrics"]) == (False, True)
     own.teacher.max_concurrent_batches = 3
     assert processor_kwargs(own.teacher, on_cpu=True)["max_concurrent_batches"] == 3
     # Only the finished output comes back from the engine, as vllm.LLM.generate asks for.

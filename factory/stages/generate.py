@@ -141,14 +141,9 @@ def build_llm_processor(cfg: PipelineConfig, on_cpu: bool):
     from factory.teacher.engine import engine_env, engine_kwargs, processor_kwargs
 
     teacher = cfg.teacher
-    engine = engine_kwargs(teacher, on_cpu)
     config = vLLMEngineProcessorConfig(
         model_source=teacher.model,
-        engine_kwargs=engine,
-        # Ray Data LLM's Prometheus stat logger turns vLLM's per-step statistics on whatever
-        # disable_log_stats says, and each observation then goes through Ray's metrics agent (on 2
-        # cores that took a tenth of the engine's throughput); it follows disable_log_stats instead.
-        log_engine_metrics=not engine.get("disable_log_stats", False),
+        engine_kwargs=engine_kwargs(teacher, on_cpu),
         runtime_env={"env_vars": engine_env(on_cpu)},
         # Prompts are rendered and tokenized in our preprocess, and the engine detokenizes its own
         # output: the separate Ray stages would each hold a CPU-reserving actor, which on a small node
