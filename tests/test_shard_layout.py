@@ -259,3 +259,17 @@ def test_sort_buckets_do_not_show_in_the_files(tmp_path, monkeypatch):
     cards = [header_of((tmp_path / run / "dataset/README.md").read_text()) for run in ("one", "many")]
     assert cards[0] == cards[1]
     assert {**one_entry, "seconds": 0} == {**many_entry, "seconds": 0}
+
+
+def test_buckets_a_killed_shard_left_are_removed_by_the_next_run(tmp_path):
+    from factory.stages.shard import scratch_dir
+    from factory.storage import RunDir
+
+    run_dir = tmp_path / "run"
+    with scratch_dir(RunDir(str(run_dir))) as scratch:  # what a kill -9 mid-shard leaves behind
+        pass
+    Path(scratch).mkdir()
+    (Path(scratch) / "bucket-00000.arrow").write_bytes(b"half-written")
+    entry = build_dataset(run_dir, math_cot_verified())
+    assert entry["out"] == sum(r["accepted"] for r in _math_cot_rows())
+    assert not Path(scratch).exists()

@@ -17,10 +17,12 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -328,6 +330,19 @@ def problem_pass_rates(rows: pa.Table) -> pa.Array:
     return share.group_by("problem_id").aggregate([("accepted", "mean")]).column("accepted_mean").combine_chunks()
 
 
+@contextmanager
+def scratch_dir(run: RunDir) -> Iterator[str]:
+    """Local scratch for the sort buckets, named after the run directory: a run killed mid-shard leaves
+    its buckets behind, and the same command removes them when it starts over."""
+    path = os.path.join(tempfile.gettempdir(), f"factory-shard-{hashlib.sha256(run.uri.encode()).hexdigest()[:16]}")
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_shard(cfg: PipelineConfig, run: RunDir, rows: pa.Table | ShardInput) -> dict:
     """Shard the accepted rows of verify's table, or of curate's (which marks every row it keeps accepted)."""
     from factory.card import render_card
@@ -337,7 +352,7 @@ def run_shard(cfg: PipelineConfig, run: RunDir, rows: pa.Table | ShardInput) -> 
     source = rows if isinstance(rows, ShardInput) else ShardInput.of_table(rows)
     rows_per_bucket = max(1, int(BUCKET_BYTES // max(source.row_bytes, 1)))
     run.reset_stage(STAGE)
-    with tempfile.TemporaryDirectory(prefix="factory-shard-") as tmp:
+    with scratch_dir(run) as tmp:
         summary, buckets = route(cfg, source, bucket_bounds(source.problems, rows_per_bucket), tmp)
         # Splits with rows, in the configured order; an empty dataset keeps one empty first split.
         names = [s for s in cfg.shard.splits if summary.rows[s]] or [next(iter(cfg.shard.splits))]
