@@ -88,7 +88,8 @@ def processor_kwargs(teacher: TeacherConfig, on_cpu: bool) -> dict:
         # Ray Data LLM's Prometheus stat logger turns vLLM's per-step statistics on whatever
         # disable_log_stats says, and each observation then goes through Ray's metrics agent (on 2
         # cores that took a tenth of the engine's throughput); it follows disable_log_stats instead.
-        "log_engine_metrics": not engine_kwargs(teacher, on_cpu).get("disable_log_stats", False),
+        # (Read from teacher.engine alone: engine_kwargs may load the model's config, a Hub call.)
+        "log_engine_metrics": teacher.engine.get("disable_log_stats") is False,
     }
     if teacher.accelerator_type and not on_cpu:
         kwargs["accelerator_type"] = teacher.accelerator_type
