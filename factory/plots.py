@@ -53,9 +53,9 @@ def write_plots(run: RunDir, stage: str, lengths: pa.Table, pass_rates: pa.Array
     # Token counts when the traces carried them (traces brought with --input may not).
     tokens = lengths.column("num_tokens").null_count < lengths.num_rows
     unit = "tokens (prompt + completion)" if tokens else "characters of the assistant turn"
-    values = lengths.column("num_tokens" if tokens else "chars").to_pylist()
+    sizes = lengths.column("num_tokens" if tokens else "chars").to_pylist()
     per_split, per_domain = defaultdict(list), defaultdict(list)
-    for split, domain, n in zip(lengths.column("split").to_pylist(), lengths.column("domain").to_pylist(), values):
+    for split, domain, n in zip(lengths.column("split").to_pylist(), lengths.column("domain").to_pylist(), sizes):
         per_split[split].append(n)
         per_domain[domain or "unknown"].append(n)
     everything = [n for values in per_split.values() for n in values if n is not None]
