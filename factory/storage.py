@@ -85,6 +85,12 @@ class RunDir:
             return []
         return sorted(self.fs.ls(self.path(rel), detail=False))
 
+    def remove_partial(self, stage: str) -> None:
+        """Remove the temporary files a killed writer left in `stage` (never read: not `.parquet`)."""
+        for path in self.ls(stage):
+            if ".parquet.tmp" in posixpath.basename(path):
+                self.fs.rm(path)
+
     def parts(self, stage: str) -> list[str]:
         return [p for p in self.ls(stage) if p.endswith(".parquet")]
 

@@ -22,21 +22,30 @@ from pathlib import Path
 VENV_BIN = Path(sys.executable).parent
 
 
+def free_ports(n: int, avoid: set[int] | range = frozenset()) -> list[int]:
+    """n distinct free ports, none in `avoid`: each socket stays bound until all are picked, so the OS
+    cannot hand one port out twice."""
+    sockets, ports = [], []
+    try:
+        while len(ports) < n:
+            s = socket.socket()
+            sockets.append(s)
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] not in avoid:
+                ports.append(s.getsockname()[1])
+    finally:
+        for s in sockets:
+            s.close()
+    return ports
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
-def _ports(names: list[str], avoid: range) -> list[str]:
-    """`--name PORT` for each name, with free ports outside the node's worker port range."""
-    args = []
-    for name in names:
-        port = free_port()
-        while port in avoid:
-            port = free_port()
-        args += [f"--{name}", str(port)]
-    return args
+def _ports(names: list[str], avoid: set[int]) -> list[str]:
+    """`--name PORT` for each name, with distinct free ports none of which is in `avoid`."""
+    return [arg for name, port in zip(names, free_ports(len(names), avoid)) for arg in (f"--{name}", str(port))]
 
 
 def ray_env() -> dict:
@@ -51,8 +60,7 @@ class LocalCluster:
     def __init__(self, env: dict | None = None):
         # Short paths: Ray's unix sockets live under them and their paths are capped at ~107 bytes.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))
-        self.gcs_port = free_port()
-        self.dashboard_port = free_port()
+        self.gcs_port, self.dashboard_port = free_ports(2)
         self.env = {**ray_env(), **(env or {})}
 
     @property
@@ -82,7 +90,8 @@ class LocalCluster:
             f"--temp-dir={self._node_temp_dir()}", "--disable-usage-stats",
             f"--min-worker-port={workers.start}", f"--max-worker-port={workers.stop - 1}",
             *_ports(["node-manager-port", "object-manager-port", "dashboard-agent-listen-port",
-                     "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"], workers),
+                     "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port"],
+                    taken | set(workers)),
         ]
         if resources:
             cmd.append(f"--resources={json.dumps(resources)}")
@@ -94,7 +103,7 @@ class LocalCluster:
     def start_head(self, num_cpus: int = 1, resources: dict | None = None) -> "LocalCluster":
         args = ["--head", "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}", "--include-dashboard=true",
                 "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-                "--ray-client-server-port", str(free_port())]
+                "--ray-client-server-port", str(free_ports(1, {self.gcs_port, self.dashboard_port})[0])]
         self._start(args, num_cpus, resources)
         return self
 

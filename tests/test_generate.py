@@ -306,7 +306,10 @@ def test_a_failed_job_goes_on_with_fresh_engines_then_stops_keeping_its_rows(tmp
     assert len(keys) == len(set(keys)) == 80
 
     cfg = load_config(overrides=["teacher.sampling.n=2", "teacher.max_engine_restarts=0"], run_dir=str(tmp_path / "b"))
+    half_written = tmp_path / "b" / STAGE / "part-killed.parquet.tmp"  # what a kill -9 mid-write leaves
+    half_written.parent.mkdir(parents=True)
+    half_written.write_bytes(b"PAR1 cut short")
     with pytest.raises(FactoryError, match="16 rows were written and are kept, 64 remain: re-run to continue"):
         run_generate(cfg, RunDir(cfg.run_dir), problems, messages.append,
                      batches=_failing_after_one_batch(completions, []))
-    assert len(RunDir(cfg.run_dir).read_stage(STAGE)) == 16
+    assert len(RunDir(cfg.run_dir).read_stage(STAGE)) == 16 and not half_written.exists()

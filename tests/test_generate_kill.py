@@ -60,7 +60,8 @@ def test_kill_9_half_way_then_rerun(tmp_path, tiny_qwen2):
         proc.wait()
         before = _digests(run_dir / "generate")
         assert 0 < len(before) < PARTS, "the kill came after the run had finished"
-        assert not list((run_dir / "generate").glob("*.tmp*"))  # no half-written file left visible
+        # A part the kill cut short is left under its temporary name, never as a part (all of them read).
+        assert all(pq.read_metadata(path).num_rows for path in (run_dir / "generate").glob("*.parquet"))
 
         rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -78,6 +79,7 @@ def test_kill_9_half_way_then_rerun(tmp_path, tiny_qwen2):
     assert len(traces) == N_PROBLEMS * N and len(set(keys)) == len(keys)
     assert {(t["problem_id"], t["sample_idx"]) for t in traces} == {
         (pid, i) for pid in {t["problem_id"] for t in traces} for i in range(N)}
+    assert not list((run_dir / "generate").glob("*.tmp*"))  # the rerun removed what the kill left half-written
     after = _digests(run_dir / "generate")
     assert {name: after.get(name) for name in before} == before
     stats = json.loads((run_dir / "stats.json").read_text())["generate"]

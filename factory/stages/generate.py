@@ -315,6 +315,8 @@ def run_generate(
 
     teacher = cfg.teacher
     started = time.perf_counter()
+    for stage in (STAGE, ERRORS):
+        run.remove_partial(stage)  # a part a kill cut short stays under its temporary name
     done, failed = _on_disk(run)
     given_up = {k for k, c in failed.items() if c > teacher.max_retries and k not in done}
     not_done = plan_samples(problems, cfg, done, first_idx)
