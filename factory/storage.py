@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from factory.errors import MissingDependency
 
 SUCCESS = "_SUCCESS"
+PARTIAL = ".tmp"  # suffix of a part file being written: never read as a part, removed by remove_partial
 
 
 # Filesystems a run directory may live on beyond what fsspec and s3fs bring, and the extra holding each.
@@ -71,7 +72,7 @@ class RunDir:
         self.makedirs(stage)
         name = name or f"part-{uuid.uuid4().hex}.parquet"
         target = self.path(stage, name)
-        tmp = f"{target}.tmp"
+        tmp = target + PARTIAL
         pq.write_table(tbl, tmp, filesystem=self.fs, compression="zstd")
         self.fs.mv(tmp, target)
         return target
@@ -88,7 +89,7 @@ class RunDir:
     def remove_partial(self, stage: str) -> None:
         """Remove the temporary files a killed writer left in `stage` (never read: not `.parquet`)."""
         for path in self.ls(stage):
-            if ".parquet.tmp" in posixpath.basename(path):
+            if path.endswith(".parquet" + PARTIAL):
                 self.fs.rm(path)
 
     def parts(self, stage: str) -> list[str]:

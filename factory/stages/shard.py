@@ -37,7 +37,8 @@ from factory.teacher.prompts import chat_messages, source_teachers
 
 STAGE = "dataset"
 MIB = 1 << 20
-ORDER = [("problem_id", "ascending"), ("_sample_idx", "ascending"), ("trace_key", "ascending")]  # _sample_idx: carried in the buckets only
+# Row order; `_sample_idx` is sample_idx as the sort buckets carry it (SFT rows have no such column).
+ORDER = [("problem_id", "ascending"), ("_sample_idx", "ascending"), ("trace_key", "ascending")]
 SFT_BATCH = 4096  # input rows turned into SFT rows at a time
 BUCKET_BYTES = 128 * MIB  # input bytes per sort bucket: the second pass holds a bucket and its sorted copy
 # What shard reads of verify/ or curate/: not the reasoning/response split, the prompt or the verdicts,
